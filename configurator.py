@@ -1,0 +1,128 @@
+"""
+Configuration for every script, nanoGPT style: a script defines its settings as plain
+globals, then calls
+
+    from configurator import configure
+    configure(globals())
+
+which applies, in order, config files and --key=value overrides from the command line:
+
+    python train.py config/train_gpt2.py --batch_size=32
+    python train.py eval_gpt2_xl            # a bare name means config/eval_gpt2_xl.py
+
+Values are parsed with ast.literal_eval (so --compile=False is a bool and --lr=3e-4 a
+float); anything that does not parse is taken as a string (--device=cpu). Every key must
+already exist in the script and keep its type: a typo or a wrong type is a one-line error,
+not a silently ignored setting.
+
+configure() also installs the repo's error convention: a ValueError or FileNotFoundError
+that reaches the top of a script is printed as one line, `error: ...`, and the process
+exits with code 2 (library code raises those with a message that says what to do).
+"""
+import ast
+import difflib
+import os
+import sys
+
+REPO_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def fail(message):
+    """End the program with the repo's one-line user error and exit code 2."""
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
+    if issubclass(exc_type, (ValueError, FileNotFoundError)):
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        os._exit(2)  # not sys.exit: an excepthook cannot change the exit status otherwise
+    _default(exc_type, exc, tb)
+
+
+def _settable_keys(scope):
+    # the script's configuration: plain values defined before configure() is called
+    return {k for k, v in scope.items()
+            if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None), tuple, list, dict))}
+
+
+def _check_key(key, keys, source):
+    if key not in keys:
+        near = difflib.get_close_matches(key, sorted(keys), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(near)}?" if near else f"; valid keys: {', '.join(sorted(keys))}"
+        raise ValueError(f"unknown config key '{key}' (from {source}){hint}")
+
+
+def _coerce(key, value, default, source):
+    """Return value if it fits the type of the default (an int is a fine float), else raise."""
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(value, type(default)):
+        return value
+    raise ValueError(f"config key '{key}' (from {source}) must be {type(default).__name__} "
+                     f"like its default {default!r}, got {type(value).__name__} {value!r}")
+
+
+def resolve_config_path(arg):
+    """'config/x.py' as given, or a bare name 'x' meaning config/x.py (from anywhere)."""
+    candidates = [arg] if arg.endswith('.py') else []
+    candidates += [os.path.join(REPO_DIR, 'config', arg if arg.endswith('.py') else arg + '.py')]
+    if arg.endswith('.py'):
+        candidates.append(os.path.join(REPO_DIR, arg))
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    names = sorted(f[:-3] for f in os.listdir(os.path.join(REPO_DIR, 'config')) if f.endswith('.py'))
+    near = difflib.get_close_matches(os.path.basename(arg).removesuffix('.py'), names, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(near)}?" if near else f"; available: {', '.join(names)}"
+    raise FileNotFoundError(f"no config file '{arg}'{hint}")
+
+
+def parse_value(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def configure(scope, argv=None, verbose=True):
+    """Apply config files and --key=value arguments to the dict `scope` (a script's globals())."""
+    sys.excepthook = _excepthook
+    argv = sys.argv[1:] if argv is None else argv
+    keys = _settable_keys(scope)
+    for arg in argv:
+        if arg.startswith('--'):
+            key, eq, text = arg[2:].partition('=')
+            if not eq:
+                raise ValueError(f"argument '{arg}' must look like --key=value")
+            _check_key(key, keys, arg)
+            scope[key] = _coerce(key, parse_value(text), scope[key], arg)
+            if verbose:
+                print(f"Overriding: {key} = {scope[key]!r}")
+        else:
+            path = resolve_config_path(arg)
+            if verbose:
+                print(f"Overriding config with {os.path.relpath(path)}")
+            file_scope = {}
+            with open(path) as f:
+                exec(compile(f.read(), path, 'exec'), file_scope)
+            for key, value in file_scope.items():
+                if key.startswith('_') or key == '__builtins__' or type(value).__name__ == 'module':
+                    continue
+                _check_key(key, keys, path)
+                scope[key] = _coerce(key, value, scope[key], path)
+    return {k: scope[k] for k in sorted(keys)}

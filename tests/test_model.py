@@ -1,0 +1,201 @@
+"""model.py: GPT-2 architecture parity with transformers, the cache, init, and errors."""
+import math
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig, sample_next
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(block_size=32, vocab_size=1000, n_layer=2, n_head=4, n_embd=64)
+
+
+def tiny_hf_dir(tmp_path, seed=0, **overrides):
+    """A randomly initialised transformers GPT2LMHeadModel, saved as a local HF directory."""
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, n_positions=32,
+                                  **overrides)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    # transformers zero-initialises biases and LayerNorm; randomise them so parity checks every tensor
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    hf.save_pretrained(tmp_path)
+    return hf
+
+
+def max_abs_diff(a, b):
+    return (a - b).abs().max().item()
+
+
+def test_module_names_match_gpt2_and_nanogpt():
+    model = GPT(GPTConfig(**TINY))
+    keys = set(model.state_dict())
+    for k in ['transformer.wte.weight', 'transformer.wpe.weight', 'transformer.ln_f.weight', 'transformer.ln_f.bias',
+              'lm_head.weight', 'transformer.h.1.ln_1.weight', 'transformer.h.1.attn.c_attn.weight',
+              'transformer.h.1.attn.c_attn.bias', 'transformer.h.1.attn.c_proj.weight', 'transformer.h.1.ln_2.bias',
+              'transformer.h.1.mlp.c_fc.weight', 'transformer.h.1.mlp.c_proj.bias']:
+        assert k in keys, k
+    assert model.lm_head.weight is model.transformer.wte.weight
+    no_bias = GPT(GPTConfig(**TINY, bias=False))
+    assert not any(k.endswith('.bias') for k in no_bias.state_dict())
+
+
+def test_from_pretrained_local_dir_matches_transformers(tmp_path):
+    hf = tiny_hf_dir(tmp_path)
+    ours = GPT.from_pretrained(str(tmp_path)).eval()
+    idx = torch.randint(0, 1000, (3, 32))
+    with torch.no_grad():
+        ref = hf(idx).logits
+        got, _ = ours(idx, all_logits=True)
+    err = max_abs_diff(got, ref)
+    print(f"HF -> ours max abs logit error: {err:.2e}")
+    assert err < 1e-4
+    # without all_logits only the last position is computed, and it is the same
+    with torch.no_grad():
+        last, _ = ours(idx)
+    assert last.shape == (3, 1, 1000)
+    assert max_abs_diff(last[:, 0], ref[:, -1]) < 1e-4
+
+
+def test_export_round_trip_loads_in_transformers(tmp_path):
+    torch.manual_seed(1)
+    ours = GPT(GPTConfig(**TINY)).eval()
+    with torch.no_grad():  # non-zero biases and LayerNorm parameters, so every tensor matters
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ours.save_pretrained(tmp_path / 'hf')
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / 'hf').eval()
+    idx = torch.randint(0, 1000, (2, 32))
+    with torch.no_grad():
+        err = max_abs_diff(ours(idx, all_logits=True)[0], hf(idx).logits)
+    print(f"ours -> HF max abs logit error: {err:.2e}")
+    assert err < 1e-4
+    # and back again
+    again = GPT.from_pretrained(str(tmp_path / 'hf')).eval()
+    for (k, a), b in zip(ours.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_export_crops_padded_vocab_and_fills_zero_biases(tmp_path):
+    torch.manual_seed(2)
+    ours = GPT(GPTConfig(block_size=16, vocab_size=50304, n_layer=1, n_head=2, n_embd=32, bias=False)).eval()
+    ours.save_pretrained(tmp_path)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    assert hf.config.vocab_size == 50257
+    idx = torch.randint(0, 50257, (2, 16))
+    with torch.no_grad():
+        ref = hf(idx).logits
+        got = ours(idx, all_logits=True)[0][..., :50257]
+    assert max_abs_diff(got, ref) < 1e-4
+
+
+@pytest.mark.parametrize("prompt_len,new_tokens", [(1, 20), (5, 60), (40, 10)])
+def test_cached_greedy_generation_equals_full_context_loop(prompt_len, new_tokens):
+    # (5, 60) runs past block_size 32; (40, 10) starts from a prompt longer than the context
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(**TINY)).eval()
+    prompt = torch.randint(0, 1000, (3, prompt_len))
+    cached = model.generate(prompt, new_tokens, temperature=0)
+    idx = prompt
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            logits, _ = model(idx[:, -model.config.block_size:])
+            idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(cached, idx)
+    assert torch.equal(model.generate(prompt, new_tokens, top_k=1), idx)
+    assert torch.equal(model.generate(prompt, new_tokens, temperature=0, use_cache=False), idx)
+
+
+def test_sampling_with_cache_matches_uncached_for_the_same_seed():
+    torch.manual_seed(4)
+    model = GPT(GPTConfig(**TINY)).eval()
+    prompt = torch.randint(0, 1000, (2, 3))
+    torch.manual_seed(5)
+    a = model.generate(prompt, 40, temperature=0.9, top_k=50, top_p=0.9)
+    torch.manual_seed(5)
+    b = model.generate(prompt, 40, temperature=0.9, top_k=50, top_p=0.9, use_cache=False)
+    assert torch.equal(a, b)
+
+
+def test_top_k_and_top_p_restrict_the_candidates():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]]).repeat(200, 1)
+    assert set(sample_next(logits, top_k=2).flatten().tolist()) <= {0, 1}
+    # probabilities ~ .64 .24 .09 .03 .01: top_p 0.5 keeps only the first, 0.8 the first two
+    assert set(sample_next(logits, top_p=0.5).flatten().tolist()) == {0}
+    assert set(sample_next(logits, top_p=0.8).flatten().tolist()) <= {0, 1}
+
+
+def test_loss_at_init_is_ln_vocab():
+    torch.manual_seed(6)
+    for vocab in (65, 1000):
+        model = GPT(GPTConfig(**{**TINY, 'vocab_size': vocab}))
+        idx = torch.randint(0, vocab, (8, 32))
+        targets = torch.randint(0, vocab, (8, 32))
+        _, loss = model(idx, targets)
+        assert abs(loss.item() - math.log(vocab)) < 0.1, (loss.item(), math.log(vocab))
+
+
+def test_init_scales_residual_projections():
+    torch.manual_seed(7)
+    config = GPTConfig(block_size=64, vocab_size=512, n_layer=8, n_head=4, n_embd=256)
+    model = GPT(config)
+    std_proj = model.transformer.h[3].mlp.c_proj.weight.std().item()
+    std_fc = model.transformer.h[3].mlp.c_fc.weight.std().item()
+    assert abs(std_fc - 0.02) < 0.001
+    assert abs(std_proj - 0.02 / math.sqrt(2 * 8)) < 0.0005
+    assert torch.count_nonzero(model.transformer.h[0].attn.c_attn.bias) == 0
+
+
+def test_targets_of_minus_one_are_ignored():
+    torch.manual_seed(8)
+    model = GPT(GPTConfig(**TINY))
+    idx = torch.randint(0, 1000, (2, 16))
+    targets = torch.randint(0, 1000, (2, 16))
+    masked = targets.clone()
+    masked[:, :8] = -1
+    logits, loss = model(idx, masked)
+    expected = torch.nn.functional.cross_entropy(logits[:, 8:].reshape(-1, 1000), targets[:, 8:].reshape(-1))
+    assert torch.allclose(loss, expected)
+
+
+def test_crop_block_size_and_num_params():
+    model = GPT(GPTConfig(**TINY))
+    full = model.get_num_params(non_embedding=False)
+    assert full - model.get_num_params() == 32 * 64
+    model.crop_block_size(16)
+    assert model.transformer.wpe.weight.shape == (16, 64)
+    with pytest.raises(ValueError, match="length 17.*block_size.*16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_configure_optimizers_decays_only_matrices():
+    model = GPT(GPTConfig(**TINY))
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    decay, no_decay = opt.param_groups
+    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
+    assert all(p.dim() >= 2 for p in decay['params']) and all(p.dim() < 2 for p in no_decay['params'])
+    n_opt = sum(p.numel() for g in opt.param_groups for p in g['params'])
+    assert n_opt == model.get_num_params(non_embedding=False)  # the tied matrix counted once
+
+
+def test_estimate_mfu_uses_the_given_peak():
+    model = GPT(GPTConfig(**TINY))
+    flops = model.flops_per_token() * 32 * 4  # 4 sequences of 32 tokens in one second
+    assert model.estimate_mfu(4, 1.0, flops) == pytest.approx(1.0)
+    assert model.estimate_mfu(4, 2.0, flops) == pytest.approx(0.5)
+
+
+def test_bad_configs_and_names_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"n_embd \(100\) must be divisible by n_head \(3\)"):
+        GPTConfig(n_embd=100, n_head=3)
+    with pytest.raises(ValueError, match="gpt2, gpt2-medium, gpt2-large, gpt2-xl.*local directory"):
+        GPT.from_pretrained('gpt3')
+    with pytest.raises(ValueError, match="only dropout"):
+        GPT.from_pretrained('gpt2', dict(n_layer=3))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        GPT.from_pretrained(str(tmp_path))
+    tiny_hf_dir(tmp_path, activation_function='relu')
+    with pytest.raises(ValueError, match="activation_function"):
+        GPT.from_pretrained(str(tmp_path))
