@@ -45,6 +45,12 @@ def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
     _default(exc_type, exc, tb)
 
 
+def install_error_hook():
+    """Print ValueError / FileNotFoundError reaching the top as `error: ...` and exit 2. Call it again
+    after torch.distributed.init_process_group, which installs an excepthook of its own."""
+    sys.excepthook = _excepthook
+
+
 def _settable_keys(scope):
     # the script's configuration: plain values defined before configure() is called
     return {k for k, v in scope.items()
@@ -101,7 +107,7 @@ def parse_value(text):
 
 def configure(scope, argv=None, verbose=True):
     """Apply config files and --key=value arguments to the dict `scope` (a script's globals())."""
-    sys.excepthook = _excepthook
+    install_error_hook()
     argv = sys.argv[1:] if argv is None else argv
     keys = _settable_keys(scope)
     for arg in argv:

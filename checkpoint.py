@@ -1,0 +1,87 @@
+"""
+ckpt.pt: writing it atomically, reading it safely, and building a model from `init_from`.
+
+A checkpoint is a dict of plain tensors and Python values with nanoGPT's keys (model, optimizer,
+model_args, iter_num, best_val_loss, config) plus what an exact resume needs (rng, scaler), so
+torch.load(weights_only=True) reads it and nanoGPT's own checkpoints load here unchanged.
+"""
+import os
+from dataclasses import fields
+
+import torch
+
+from model import GPT, GPT2_NAMES, GPTConfig
+
+STATE_DICT_PREFIXES = ('_orig_mod.', 'module.')  # left by torch.compile and DDP wrappers
+
+
+def save_checkpoint(checkpoint, path):
+    """Write to a temporary file, flush it to disk, then rename: a crash or Ctrl-C mid-write
+    leaves the previous ckpt.pt intact instead of a truncated one."""
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def clean_state_dict(state_dict):
+    """Model weights with the keys of a bare GPT: no torch.compile / DDP prefixes and no
+    causal-mask buffers (nanoGPT saves `attn.bias` when flash attention is unavailable)."""
+    clean = {}
+    for k, v in state_dict.items():
+        for prefix in STATE_DICT_PREFIXES:
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        if k.endswith('.attn.bias') and v.dim() == 4:
+            continue
+        clean[k] = v
+    return clean
+
+
+def load_checkpoint(path):
+    """Read ckpt.pt onto the CPU (the caller moves the model) without running pickled code."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}: train one first with "
+                                f"`python train.py --out_dir={os.path.dirname(path) or '.'}` "
+                                f"(or pick init_from= a GPT-2 name or a local Hugging Face directory)")
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # truncated zip, random bytes, pickle that needs code: all unreadable
+        first_line = (str(e).strip().splitlines() or [''])[0][:200]
+        raise ValueError(f"cannot read checkpoint {path} ({type(e).__name__}: {first_line}): the file is "
+                         f"corrupt or truncated; delete it (or restore a copy) and train or resume from another")
+    missing = [k for k in ('model', 'model_args') if k not in checkpoint]
+    if not isinstance(checkpoint, dict) or missing:
+        raise ValueError(f"{path} is not a training checkpoint: it lacks {missing or 'a dict'}")
+    checkpoint['model'] = clean_state_dict(checkpoint['model'])
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint, dropout=None):
+    """GPT with the checkpoint's architecture and weights; dropout may be changed."""
+    names = {f.name for f in fields(GPTConfig)}
+    model_args = {k: v for k, v in checkpoint['model_args'].items() if k in names}
+    if dropout is not None:
+        model_args['dropout'] = dropout
+    model = GPT(GPTConfig(**model_args))
+    try:
+        model.load_state_dict(checkpoint['model'])
+    except RuntimeError as e:
+        raise ValueError(f"the checkpoint's weights do not fit its model_args: {str(e).splitlines()[0]}")
+    return model
+
+
+def load_model(init_from, out_dir='out', dropout=None):
+    """(model, checkpoint) for init_from = 'resume' (out_dir/ckpt.pt), a GPT-2 hub name, or a local
+    Hugging Face GPT-2 directory (checkpoint is None for the last two)."""
+    if init_from == 'resume':
+        checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
+        return model_from_checkpoint(checkpoint, dropout), checkpoint
+    if init_from in GPT2_NAMES or os.path.isdir(init_from):
+        override = {} if dropout is None else {'dropout': dropout}
+        return GPT.from_pretrained(init_from, override), None
+    raise ValueError(f"init_from='{init_from}' is not 'resume', a GPT-2 name ({', '.join(GPT2_NAMES)}) "
+                     f"or an existing local Hugging Face GPT-2 directory")

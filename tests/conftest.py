@@ -1,0 +1,39 @@
+"""Shared fixtures: the repo root, running its scripts as a user would, and a prepared tiny Shakespeare."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(*args, cwd=REPO, timeout=600, check=True, env=None):
+    """python <args...> in a subprocess; returns the CompletedProcess (stdout/stderr as text)."""
+    full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
+                             f"stderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def assert_one_line_error(proc, *fragments):
+    """A user error: non-zero exit, `error: ...` on stderr, no traceback."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+    assert lines, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope='session')
+def shakespeare_char():
+    """data/shakespeare_char prepared (from the text shipped in the repo); returns the dataset name."""
+    data_dir = os.path.join(REPO, 'data', 'shakespeare_char')
+    if not all(os.path.exists(os.path.join(data_dir, f)) for f in ('train.bin', 'val.bin', 'meta.pkl')):
+        run_script('data/shakespeare_char/prepare.py')
+    return 'shakespeare_char'

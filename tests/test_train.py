@@ -1,0 +1,185 @@
+"""train.py, run as a user runs it: learning, DDP equivalence, exact resume, eval_only, bad input."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from checkpoint import load_checkpoint
+from conftest import REPO, assert_one_line_error, run_script
+import training
+
+# a tiny model, fp32 on the CPU, so runs are fast and bitwise reproducible
+TINY = ['--device=cpu', '--dtype=float32', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32',
+        '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=1', '--eval_iters=4', '--log_interval=1', '--warmup_iters=2',
+        '--learning_rate=3e-3', '--min_lr=3e-4', '--lr_decay_iters=20']
+
+
+def train(out_dir, *args, check=True, env=None):
+    return run_script('train.py', '--dataset=shakespeare_char', f'--out_dir={out_dir}', *TINY, *args,
+                      check=check, env=env)
+
+
+def evals(out_dir):
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def assert_same_weights(a, b, atol=0.0):
+    sd_a, sd_b = load_checkpoint(a)['model'], load_checkpoint(b)['model']
+    assert sd_a.keys() == sd_b.keys()
+    worst = max((sd_a[k].float() - sd_b[k].float()).abs().max().item() for k in sd_a)
+    assert worst <= atol, f"max abs weight difference {worst:.3g} > {atol}"
+    return worst
+
+
+def test_tiny_model_learns_shakespeare(shakespeare_char, tmp_path):
+    out = tmp_path / 'out'
+    train(out, '--n_layer=2', '--n_embd=64', '--n_head=4', '--block_size=64', '--batch_size=16',
+          '--learning_rate=1e-2', '--min_lr=1e-3', '--warmup_iters=10', '--max_iters=600', '--lr_decay_iters=600',
+          '--eval_interval=300', '--eval_iters=10', '--log_interval=100')
+    log = evals(out)
+    assert 4.0 < log[0]['val_loss'] < 4.4, log[0]  # ~ln(65) = 4.17 at init
+    assert log[-1]['iter'] == 600 and log[-1]['val_loss'] < 2.5, log[-1]
+    ckpt = load_checkpoint(str(out / 'ckpt.pt'))
+    for key in ('model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config', 'rng', 'scaler'):
+        assert key in ckpt
+    assert ckpt['model_args']['vocab_size'] == 65 and ckpt['iter_num'] == 600
+    assert not any(k.startswith(('_orig_mod.', 'module.')) for k in ckpt['model'])
+
+
+def test_batches_depend_only_on_seed_and_step(shakespeare_char):
+    data_dir = training.check_dataset(shakespeare_char, 32)
+    # 4 micro-batches of 2 for one step: one process with accumulation 4, or 2 ranks x 2 micro-steps
+    def step_windows(rank, micro_steps, start_step=3):
+        stream = training.train_batches(data_dir, 7, start_step, 2, 32, 4, micro_steps, rank, 65, 'cpu')
+        return [next(stream) for _ in range(micro_steps)]
+    single = step_windows(0, 4)
+    ranks = step_windows(0, 2) + step_windows(1, 2)
+    for (x1, y1), (x2, y2) in zip(single, ranks):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+        assert torch.equal(x1[:, 1:], y1[:, :-1])  # targets are the inputs shifted by one
+    # a stream started at step 4 (a resume) continues with the same batches
+    later = training.train_batches(data_dir, 7, 3, 2, 32, 4, 4, 0, 65, 'cpu')
+    for _ in range(4):
+        next(later)
+    resumed = training.train_batches(data_dir, 7, 4, 2, 32, 4, 4, 0, 65, 'cpu')
+    assert torch.equal(next(later)[0], next(resumed)[0])
+
+
+def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path):
+    common = ['--max_iters=20', '--eval_interval=20', '--gradient_accumulation_steps=4', '--always_save_checkpoint=True']
+    train(tmp_path / 'single', *common)
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py']
+    proc = subprocess.run(torchrun + ['--dataset=shakespeare_char', f'--out_dir={tmp_path / "ddp"}', *TINY, *common],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    worst = assert_same_weights(tmp_path / 'single' / 'ckpt.pt', tmp_path / 'ddp' / 'ckpt.pt', atol=1e-5)
+    print(f"DDP (2 ranks x 2 micro-steps) vs 1 process x 4 micro-steps: max abs weight diff {worst:.2e}")
+    single, ddp = evals(tmp_path / 'single'), evals(tmp_path / 'ddp')
+    assert abs(single[-1]['val_loss'] - ddp[-1]['val_loss']) < 1e-5
+
+
+def test_resume_is_bitwise_exact(shakespeare_char, tmp_path):
+    # dropout on, so the resumed run must also restore the random state that draws dropout masks
+    common = ['--max_iters=16', '--eval_interval=4', '--dropout=0.1', '--always_save_checkpoint=True']
+    full = train(tmp_path / 'full', *common)
+    train(tmp_path / 'part', *common, '--max_iters=8')
+    resumed = train(tmp_path / 'part', *common, '--init_from=resume')
+    assert_same_weights(tmp_path / 'full' / 'ckpt.pt', tmp_path / 'part' / 'ckpt.pt', atol=0.0)
+    full_log = {e['iter']: (e['train_loss'], e['val_loss']) for e in evals(tmp_path / 'full')}
+    part_log = {e['iter']: (e['train_loss'], e['val_loss']) for e in evals(tmp_path / 'part')}
+    assert full_log == part_log
+    # the per-step training losses printed after the resume point are identical too
+    steps = lambda out: [l for l in out.splitlines() if l.startswith('iter ') and int(l.split()[1][:-1]) > 8]
+    assert [l.split(', time')[0] for l in steps(full.stdout)] == [l.split(', time')[0] for l in steps(resumed.stdout)]
+
+
+def test_sigterm_saves_and_resumes_exactly(shakespeare_char, tmp_path):
+    common = ['--max_iters=40', '--eval_interval=1000', '--always_save_checkpoint=True']
+    train(tmp_path / 'full', *common)
+    out = tmp_path / 'stopped'
+    cmd = [sys.executable, 'train.py', '--dataset=shakespeare_char', f'--out_dir={out}', *TINY, *common]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    for line in proc.stdout:  # stop it mid-run, after step 5
+        if line.startswith('iter 5:'):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and 'saving checkpoint' in rest, rest + err
+    stopped_at = load_checkpoint(str(out / 'ckpt.pt'))['iter_num']
+    assert 5 <= stopped_at < 40
+    train(out, *common, '--init_from=resume')
+    assert_same_weights(tmp_path / 'full' / 'ckpt.pt', out / 'ckpt.pt', atol=0.0)
+
+
+def test_eval_only_matches_transformers_on_a_local_hf_dir(shakespeare_char, tmp_path):
+    transformers = pytest.importorskip('transformers')
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=65,
+                                                              n_positions=32)).eval()
+    hf.save_pretrained(tmp_path / 'hf')
+    out = tmp_path / 'out'
+    proc = train(out, f'--init_from={tmp_path / "hf"}', '--eval_only=True', '--eval_iters=3', '--seed=5')
+    assert 'step 0: train loss' in proc.stdout
+    reported = evals(out)[0]
+    assert not (out / 'ckpt.pt').exists()  # eval_only never writes a checkpoint
+    data_dir = training.check_dataset(shakespeare_char, 32)
+    for split in ('train', 'val'):
+        losses = []
+        for k in range(3):
+            x, y = training.eval_batch(data_dir, split, 5, k, 4, 32, 65)
+            with torch.no_grad():
+                losses.append(hf(torch.from_numpy(x), labels=None).logits.flatten(0, 1)
+                              .log_softmax(-1).gather(1, torch.from_numpy(y).reshape(-1, 1)).neg().mean().item())
+        expected = float(np.mean(losses))
+        assert abs(reported[f'{split}_loss'] - expected) < 1e-4, (split, reported, expected)
+
+
+def test_nanogpt_style_checkpoint_resumes(shakespeare_char, tmp_path):
+    # a checkpoint as nanoGPT writes it after torch.compile: '_orig_mod.' keys, no rng/scaler entries
+    out = tmp_path / 'out'
+    train(out, '--max_iters=4', '--eval_interval=4', '--always_save_checkpoint=True')
+    ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
+    ckpt['model'] = {'_orig_mod.' + k: v for k, v in ckpt['model'].items()}
+    del ckpt['rng'], ckpt['scaler']
+    torch.save(ckpt, out / 'ckpt.pt')
+    proc = train(out, '--max_iters=6', '--eval_interval=2', '--init_from=resume')
+    assert 'step 6:' in proc.stdout
+
+
+def test_bad_input_is_one_clear_line(shakespeare_char, tmp_path):
+    out = tmp_path / 'out'
+    assert_one_line_error(train(out, '--batch_sise=4', check=False), "unknown config key 'batch_sise'", 'batch_size')
+    assert_one_line_error(train(out, '--max_iters=ten', check=False), "'max_iters'", 'int')
+    assert_one_line_error(train(out, 'no_such_config', check=False), "no config file 'no_such_config'")
+    assert_one_line_error(train(out, '--dataset=no_such_dataset', check=False), 'train.bin not found', 'prepare.py')
+    assert_one_line_error(train(out, '--init_from=resume', check=False), 'no checkpoint at', 'python train.py')
+    os.makedirs(out, exist_ok=True)
+    (out / 'ckpt.pt').write_bytes(b'PK\x03\x04 this is not a checkpoint')
+    assert_one_line_error(train(out, '--init_from=resume', check=False), 'corrupt or truncated')
+    assert_one_line_error(train(out, '--init_from=gpt3', check=False), "init_from='gpt3'")
+    # DDP with an accumulation count the world size does not divide
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                           'train.py', '--dataset=shakespeare_char', f'--out_dir={out}', *TINY,
+                           '--gradient_accumulation_steps=3'], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert 'error: gradient_accumulation_steps (3)' in proc.stderr and 'divisible' in proc.stderr
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(shakespeare_char, tmp_path):
+    out = tmp_path / 'out'
+    train(out, '--max_iters=4', '--eval_interval=4', '--always_save_checkpoint=True')
+    before = (out / 'ckpt.pt').read_bytes()
+    proc = train(out, '--init_from=resume', '--max_iters=40', '--learning_rate=1e9', '--decay_lr=False',
+                 '--grad_clip=0.0', '--eval_interval=4', check=False)
+    assert_one_line_error(proc, 'diverged', 'last good checkpoint')
+    assert (out / 'ckpt.pt').read_bytes() == before

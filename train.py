@@ -1,0 +1,290 @@
+"""
+Train a GPT: from scratch, resumed from out_dir/ckpt.pt, or finetuned from GPT-2 weights.
+
+On one CPU or GPU:
+$ python train.py config/train_shakespeare_char.py --batch_size=32 --compile=False
+
+With DDP on 4 GPUs of one node:
+$ torchrun --standalone --nproc_per_node=4 train.py
+
+With DDP on 4 GPUs across 2 nodes (run on the master node, IP 123.456.123.456):
+$ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 --master_port=1234 train.py
+and on the worker node:
+$ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
+(If your cluster has no Infiniband interconnect, prepend NCCL_IB_DISABLE=1.)
+"""
+import json
+import math
+import os
+import signal
+import time
+
+import torch
+from torch.distributed import destroy_process_group, init_process_group
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import training
+from checkpoint import clean_state_dict, load_model, save_checkpoint
+from configurator import configure, install_error_hook
+from model import GPT, GPTConfig
+from tokenizer import for_dataset, dataset_dir
+
+# -----------------------------------------------------------------------------
+# default config values: GPT-2 (124M) on OpenWebText
+# I/O
+out_dir = 'out'
+eval_interval = 2000
+log_interval = 1
+eval_iters = 200
+eval_only = False  # if True, evaluate once and exit
+always_save_checkpoint = True  # if True, save a checkpoint after every eval, not only when val improves
+init_from = 'scratch'  # 'scratch', 'resume', 'gpt2*', or a local Hugging Face GPT-2 directory
+# wandb logging
+wandb_log = False  # disabled by default
+wandb_project = 'owt'
+wandb_run_name = 'gpt2'
+# data
+dataset = 'openwebtext'
+gradient_accumulation_steps = 5 * 8  # the global count, over all DDP processes
+batch_size = 12  # micro-batch size (sequences) per process
+block_size = 1024
+# model
+n_layer = 12
+n_head = 12
+n_embd = 768
+dropout = 0.0  # 0 for pretraining is good, try 0.1+ for finetuning
+bias = False  # biases inside LayerNorm and Linear layers?
+# adamw optimizer
+learning_rate = 6e-4  # max learning rate
+max_iters = 600000  # total number of optimizer steps
+weight_decay = 1e-1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # clip gradients at this norm, or disable if == 0.0
+# learning rate decay settings
+decay_lr = True  # whether to decay the learning rate
+warmup_iters = 2000  # how many steps to warm up for
+lr_decay_iters = 600000  # should be ~= max_iters per Chinchilla
+min_lr = 6e-5  # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
+# DDP settings
+backend = 'auto'  # 'nccl' on CUDA, 'gloo' on CPU; or name one
+# system
+device = 'auto'  # 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype = 'auto'  # 'float32', 'bfloat16', 'float16' (with a GradScaler), or 'auto'
+compile = True  # use PyTorch 2.0 to compile the model to be faster
+seed = 1337
+# -----------------------------------------------------------------------------
+config = configure(globals())  # overrides from config files and the command line
+# -----------------------------------------------------------------------------
+
+# various inits, derived attributes, I/O setup
+ddp = int(os.environ.get('RANK', -1)) != -1  # is this a ddp run?
+device = training.resolve_device(device)
+if ddp:
+    rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
+    if device.startswith('cuda'):
+        device = f'cuda:{local_rank}'
+        torch.cuda.set_device(device)
+    if gradient_accumulation_steps % world_size != 0:
+        raise ValueError(f"gradient_accumulation_steps ({gradient_accumulation_steps}) is the global count and "
+                         f"must be divisible by the number of processes ({world_size})")
+    init_process_group(backend=backend if backend != 'auto' else ('nccl' if device.startswith('cuda') else 'gloo'))
+    install_error_hook()  # init_process_group replaced it
+else:
+    rank, local_rank, world_size = 0, 0, 1
+master_process = rank == 0  # this process will do logging, checkpointing etc.
+micro_steps = gradient_accumulation_steps // world_size  # per process, per optimizer step
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+if master_process:
+    print(f"tokens per iteration will be: {tokens_per_iter:,}")
+    os.makedirs(out_dir, exist_ok=True)
+device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
+dtype = training.resolve_dtype(dtype, device_type)
+if device_type == 'cuda':
+    torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
+    torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
+ctx = training.autocast_context(device_type, dtype)
+
+# data: a dataset with a meta.pkl (a character vocabulary) sets vocab_size
+data_dir = training.check_dataset(dataset, block_size)
+meta_vocab_size = None
+if os.path.exists(os.path.join(dataset_dir(dataset), 'meta.pkl')):
+    meta_vocab_size = for_dataset(dataset).vocab_size
+    if master_process:
+        print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, 'meta.pkl')})")
+
+# model init
+iter_num = 0
+best_val_loss = 1e9
+checkpoint = None
+model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                  vocab_size=None, dropout=dropout)
+torch.manual_seed(seed)  # the same initial weights on every rank
+if init_from == 'scratch':
+    if master_process:
+        print("Initializing a new model from scratch")
+    model_args['vocab_size'] = meta_vocab_size if meta_vocab_size is not None else 50304
+    model = GPT(GPTConfig(**model_args))
+else:
+    if master_process:
+        print(f"Initializing from {init_from} ({out_dir} checkpoint)" if init_from == 'resume' else
+              f"Initializing from OpenAI GPT-2 weights: {init_from}")
+    model, checkpoint = load_model(init_from, out_dir, dropout)
+    c = model.config
+    model_args.update(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
+                      bias=c.bias, vocab_size=c.vocab_size, dropout=c.dropout)
+    if checkpoint is not None:
+        iter_num = checkpoint['iter_num']
+        best_val_loss = checkpoint['best_val_loss']
+    if block_size < model.config.block_size:  # e.g. GPT-2's 1024 cropped to a smaller context
+        model.crop_block_size(block_size)
+        model_args['block_size'] = block_size
+    elif block_size > model.config.block_size:
+        raise ValueError(f"block_size {block_size} is larger than the model's context {model.config.block_size}")
+if meta_vocab_size is not None and meta_vocab_size > model_args['vocab_size']:
+    raise ValueError(f"dataset '{dataset}' has {meta_vocab_size} tokens but the model's vocab_size is "
+                     f"{model_args['vocab_size']}: it was made for another vocabulary")
+model.to(device)
+
+# initialize a GradScaler; if enabled=False (any dtype but float16) it is a no-op
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if checkpoint is not None:
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    if 'scaler' in checkpoint:
+        scaler.load_state_dict(checkpoint['scaler'])
+    if 'rng' in checkpoint:  # dropout masks continue exactly where the interrupted run left off
+        torch.set_rng_state(checkpoint['rng']['cpu'])
+        if device_type == 'cuda' and checkpoint['rng'].get('cuda') is not None:
+            torch.cuda.set_rng_state(checkpoint['rng']['cuda'], device)
+else:
+    torch.manual_seed(seed + rank)  # a different dropout stream on every rank
+checkpoint = None  # free up memory
+
+raw_model = model  # the bare GPT, for checkpoints and MFU
+if compile:
+    if master_process:
+        print("compiling the model... (takes a ~minute)")
+    model = torch.compile(model)
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+
+# logging
+if wandb_log and master_process:
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+peak = training.peak_flops(device_type, dtype, device) if master_process else None
+if master_process:
+    print(f"MFU is measured against a peak of {peak / 1e12:.3f} TFLOP/s ({device_type}, {dtype})")
+
+
+def save(reason):
+    ckpt = {
+        'model': clean_state_dict(raw_model.state_dict()),
+        'optimizer': optimizer.state_dict(),
+        'model_args': model_args,
+        'iter_num': iter_num,
+        'best_val_loss': best_val_loss,
+        'config': config,
+        'scaler': scaler.state_dict(),
+        'rng': {'cpu': torch.get_rng_state(),
+                'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda' else None},
+    }
+    path = os.path.join(out_dir, 'ckpt.pt')
+    save_checkpoint(ckpt, path)
+    print(f"saving checkpoint to {path} ({reason})")
+
+
+def log_eval(record):
+    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
+        f.write(json.dumps(record) + '\n')
+    if wandb_log:
+        wandb.log(record)
+
+
+# Ctrl-C and SIGTERM (a scheduler pre-empting the job) finish the current step, save, then exit
+stop_signal = None
+
+
+def request_stop(signum, frame):
+    global stop_signal
+    stop_signal = signum
+
+
+signal.signal(signal.SIGINT, request_stop)
+signal.signal(signal.SIGTERM, request_stop)
+
+# training loop
+batches = training.train_batches(data_dir, seed, iter_num, batch_size, block_size, gradient_accumulation_steps,
+                                 micro_steps, rank, model_args['vocab_size'], device)
+start_time = t0 = time.time()
+step_times = []  # ms/iter of every logged step
+local_iter_num = 0  # number of iterations in the lifetime of this process
+running_mfu = -1.0
+while True:
+    lr = training.get_lr(iter_num, learning_rate, warmup_iters, lr_decay_iters, min_lr, decay_lr)
+
+    # evaluate the loss on train/val sets and write checkpoints
+    if iter_num % eval_interval == 0 or iter_num >= max_iters or eval_only:
+        losses = training.estimate_loss(model, data_dir, eval_iters, batch_size, block_size, model_args['vocab_size'],
+                                        seed, ctx, device, rank, world_size)
+        if master_process:
+            elapsed = time.time() - start_time
+            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+                  f"({elapsed:.1f}s)")
+            median_ms = sorted(step_times)[len(step_times) // 2] if step_times else None
+            log_eval({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr,
+                      'ms_per_iter': median_ms, 'tokens_per_s': tokens_per_iter / median_ms * 1e3 if median_ms else None,
+                      'mfu': running_mfu if running_mfu >= 0 else None, 'elapsed_s': elapsed})
+            if not (math.isfinite(losses['train']) and math.isfinite(losses['val'])):
+                raise ValueError(f"the loss became {losses['val']} at iter {iter_num}: training diverged; "
+                                 f"the last good checkpoint in {out_dir} is kept. Lower learning_rate, "
+                                 f"raise warmup_iters or use dtype=bfloat16/float32")
+            improved = losses['val'] < best_val_loss
+            best_val_loss = min(best_val_loss, losses['val'])
+            if not eval_only and local_iter_num > 0 and (improved or always_save_checkpoint):
+                save('val loss improved' if improved else 'always_save_checkpoint')
+    if eval_only or iter_num >= max_iters:
+        break
+
+    loss = training.train_step(model, optimizer, scaler, batches, micro_steps, ctx, grad_clip, lr, ddp)
+    iter_num += 1
+    local_iter_num += 1
+
+    # timing and logging
+    t1 = time.time()
+    dt = t1 - t0
+    t0 = t1
+    if iter_num % log_interval == 0 and master_process:
+        lossf = loss.item()  # a CPU-GPU sync point
+        if not math.isfinite(lossf):
+            raise ValueError(f"the training loss became {lossf} at iter {iter_num}: training diverged; the last "
+                             f"good checkpoint in {out_dir} is kept. Lower learning_rate, raise warmup_iters "
+                             f"or use dtype=bfloat16/float32")
+        if local_iter_num >= 5:  # let the training loop settle a bit
+            step_times.append(dt * 1000)
+            mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt, peak)  # per device
+            running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
+        print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, "
+              f"tok/s {tokens_per_iter / dt:,.0f}, mfu {running_mfu * 100:.2f}%")
+
+    # a stop request (Ctrl-C, SIGTERM) on any rank stops every rank after the same step
+    stop = stop_signal is not None
+    if ddp:
+        stop_flags = torch.tensor([float(stop)], device=device)
+        torch.distributed.all_reduce(stop_flags)
+        stop = stop_flags.item() > 0
+    if stop:
+        if master_process:
+            save(f"interrupted at iter {iter_num}")
+            print(f"stopped by signal; resume with --init_from=resume --out_dir={out_dir}")
+        if ddp:
+            destroy_process_group()
+        raise SystemExit(130)
+
+if master_process and step_times:
+    median_ms = sorted(step_times)[len(step_times) // 2]
+    print(f"done: {iter_num} iters in {time.time() - start_time:.1f}s, median {median_ms:.2f}ms/iter, "
+          f"{tokens_per_iter / median_ms * 1e3:,.0f} tokens/s")
+if ddp:
+    destroy_process_group()

@@ -1,0 +1,232 @@
+"""
+The pieces of training that train.py, bench.py and rlhf.py share, as plain functions:
+batches from the uint16 memmaps, the optimizer step with gradient accumulation, evaluation,
+the learning-rate schedule, device/precision set-up and the peak FLOP/s that MFU is measured against.
+
+Batches are a pure function of (seed, step): step s draws its windows from a generator seeded
+by (seed, s), and splits them across ranks and micro-steps. The same config therefore sees the
+same data whatever the world size, and a resumed run replays exactly the batches it would have
+seen had it never stopped.
+"""
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from tokenizer import dataset_dir
+
+EVAL_STREAM = 0x5EED_E7A1  # keeps eval windows independent of the training steps' windows
+
+
+# -----------------------------------------------------------------------------
+# data
+
+def open_split(data_dir, split):
+    """train.bin / val.bin as a read-only uint16 memmap. Opened anew for every batch: a long-lived
+    np.memmap keeps every page it touched resident, which looks like a memory leak on big data."""
+    return np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
+
+
+def check_dataset(dataset, block_size):
+    """The data folder for `dataset`, after checking both splits exist and hold more than one window."""
+    data_dir = dataset_dir(dataset)
+    for split in ('train', 'val'):
+        path = os.path.join(data_dir, f'{split}.bin')
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: prepare the dataset first, e.g. "
+                                    f"`python data/{os.path.basename(dataset)}/prepare.py`")
+        n_tokens = os.path.getsize(path) // 2
+        if n_tokens <= block_size + 1:
+            raise ValueError(f"{path} holds {n_tokens} tokens, too few for one window of block_size "
+                             f"{block_size} (+1 target): prepare more text or lower block_size")
+    return data_dir
+
+
+def window_offsets(seed, step, count, n_tokens, block_size, stream=()):
+    """`count` window starts in [0, n_tokens - block_size), from a generator seeded by (seed, step)."""
+    rng = np.random.default_rng([seed, *stream, step])
+    return rng.integers(0, n_tokens - block_size, size=count)
+
+
+def read_windows(data_dir, split, offsets, block_size, vocab_size):
+    """Inputs and next-token targets at the given offsets: two int64 numpy arrays (B, block_size)."""
+    data = open_split(data_dir, split)
+    windows = data[offsets[:, None] + np.arange(block_size + 1)].astype(np.int64)  # (B, T+1)
+    top = windows.max()
+    if top >= vocab_size:
+        raise ValueError(f"token id {top} in {data_dir}/{split}.bin does not fit the model's vocab_size "
+                         f"{vocab_size}: the data was prepared with another tokenizer than the model's")
+    return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
+
+
+def to_device(x, y, device):
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    if device.startswith('cuda'):  # pinned host memory lets the copy overlap with compute
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def train_batches(data_dir, seed, start_step, batch_size, block_size, grad_accum, micro_steps, rank,
+                  vocab_size, device):
+    """
+    Yield (x, y) micro-batches for steps start_step, start_step + 1, ...: `micro_steps` per step on
+    this rank. Step s draws grad_accum * batch_size windows (grad_accum is the global count, over all
+    ranks) and rank r takes micro-batches r * micro_steps ... (r + 1) * micro_steps - 1 of them.
+    A background thread reads the next micro-batch while the current one is being used.
+    """
+    n_tokens = os.path.getsize(os.path.join(data_dir, 'train.bin')) // 2
+
+    def load(step, micro):
+        offsets = window_offsets(seed, step, grad_accum * batch_size, n_tokens, block_size)
+        j = rank * micro_steps + micro
+        x, y = read_windows(data_dir, 'train', offsets[j * batch_size:(j + 1) * batch_size], block_size, vocab_size)
+        return to_device(x, y, device)
+
+    def schedule():
+        step = start_step
+        while True:
+            for micro in range(micro_steps):
+                yield step, micro
+            step += 1
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        order = schedule()
+        pending = pool.submit(load, *next(order))
+        while True:
+            batch = pending.result()
+            pending = pool.submit(load, *next(order))
+            yield batch
+
+
+def eval_batch(data_dir, split, seed, k, batch_size, block_size, vocab_size):
+    """Eval batch k of a split, numpy (x, y): the same batches at every eval and for every world size,
+    so successive evals (and runs) are compared on identical data."""
+    n_tokens = os.path.getsize(os.path.join(data_dir, f'{split}.bin')) // 2
+    stream = (EVAL_STREAM, 0 if split == 'train' else 1)
+    offsets = window_offsets(seed, k, batch_size, n_tokens, block_size, stream)
+    return read_windows(data_dir, split, offsets, block_size, vocab_size)
+
+
+@torch.no_grad()
+def estimate_loss(model, data_dir, eval_iters, batch_size, block_size, vocab_size, seed, ctx, device,
+                  rank=0, world_size=1):
+    """Mean loss over eval_iters fixed batches per split; ranks share the batches and all-reduce."""
+    model.eval()
+    out = {}
+    for split in ('train', 'val'):
+        total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, batches)
+        for k in range(rank, eval_iters, world_size):
+            x, y = to_device(*eval_batch(data_dir, split, seed, k, batch_size, block_size, vocab_size), device)
+            with ctx:
+                _, loss = model(x, y)
+            total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=device)])
+        if world_size > 1:
+            torch.distributed.all_reduce(total)
+        out[split] = (total[0] / total[1]).item()
+    model.train()
+    return out
+
+
+# -----------------------------------------------------------------------------
+# optimisation
+
+def get_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr, decay_lr=True):
+    """Linear warmup for warmup_iters, then cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    if not decay_lr:
+        return learning_rate
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+def train_step(model, optimizer, scaler, batches, micro_steps, ctx, grad_clip, lr, ddp=False):
+    """
+    One optimizer step over micro_steps micro-batches from `batches`. Each micro-loss is divided by
+    micro_steps, so the gradients add up to the mean over the step's batch (DDP then averages over
+    ranks); under DDP only the last micro-step all-reduces gradients. Returns this rank's mean loss
+    as a 0-dim tensor (no host sync here: call .item() only when logging).
+    """
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+    total = torch.zeros((), device=next(model.parameters()).device)
+    for micro in range(micro_steps):
+        x, y = next(batches)
+        sync = not ddp or micro == micro_steps - 1
+        with (nullcontext() if sync else model.no_sync()):
+            with ctx:
+                _, loss = model(x, y)
+                loss = loss / micro_steps
+            scaler.scale(loss).backward()
+        total += loss.detach()
+    if grad_clip > 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+# -----------------------------------------------------------------------------
+# device, precision and the peak that MFU is measured against
+
+def resolve_device(device):
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    return device
+
+
+def resolve_dtype(dtype, device_type):
+    """'auto': bfloat16 on CUDA GPUs that have it and on CPUs (autocast bf16 pays on modern CPUs),
+    float16 on older GPUs (with a GradScaler), float32 on MPS."""
+    if dtype != 'auto':
+        if dtype not in ('float32', 'bfloat16', 'float16'):
+            raise ValueError(f"dtype must be 'float32', 'bfloat16', 'float16' or 'auto', got '{dtype}'")
+        return dtype
+    if device_type == 'cuda':
+        return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+    return 'bfloat16' if device_type == 'cpu' else 'float32'
+
+
+def autocast_context(device_type, dtype):
+    if dtype == 'float32':
+        return nullcontext()
+    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+
+
+GPU_PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'L4': 121e12, 'A10': 125e12,
+                  'RTX 4090': 165e12, 'RTX 3090': 71e12, 'V100': 125e12}  # dense bf16/fp16 tensor cores
+
+
+def peak_flops(device_type, dtype, device=None):
+    """The peak the MFU figure is measured against: the GPU's published dense bf16 figure (A100 312,
+    H100 989 TFLOP/s), or on other devices a rate measured here with a large matmul at `dtype`."""
+    if device_type == 'cuda':
+        name = torch.cuda.get_device_name(device)
+        for key, flops in GPU_PEAK_FLOPS.items():
+            if key in name:
+                return flops
+    return measure_matmul_flops(device or device_type, dtype)
+
+
+def measure_matmul_flops(device, dtype, n=1024, seconds=0.3):
+    """FLOP/s of repeated (n x n) @ (n x n) matmuls at dtype: this machine's practical peak."""
+    gen = torch.Generator(device).manual_seed(0)  # its own: the global RNG draws training's dropout masks
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen)
+    b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen)
+    a @ b  # warm-up
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+    if str(device).startswith('cuda'):
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * reps / (time.perf_counter() - start)
