@@ -85,3 +85,11 @@ def load_model(init_from, out_dir='out', dropout=None):
         return GPT.from_pretrained(init_from, override), None
     raise ValueError(f"init_from='{init_from}' is not 'resume', a GPT-2 name ({', '.join(GPT2_NAMES)}) "
                      f"or an existing local Hugging Face GPT-2 directory")
+
+
+def tokenizer_for(checkpoint):
+    """The vocabulary a model was trained with: its dataset's (a char meta.pkl, or GPT-2 BPE) for a
+    checkpoint, GPT-2 BPE for pretrained weights (checkpoint None)."""
+    from tokenizer import Tokenizer, for_dataset
+    dataset = (checkpoint or {}).get('config', {}).get('dataset')
+    return for_dataset(dataset) if dataset else Tokenizer.gpt2()

@@ -40,6 +40,10 @@ def check_dataset(dataset, block_size):
             raise FileNotFoundError(f"{path} not found: prepare the dataset first, e.g. "
                                     f"`python data/{os.path.basename(dataset)}/prepare.py`")
         n_tokens = os.path.getsize(path) // 2
+        mask_path = os.path.join(data_dir, f'{split}_mask.bin')
+        if os.path.exists(mask_path) and os.path.getsize(mask_path) != n_tokens:
+            raise ValueError(f"{mask_path} has {os.path.getsize(mask_path)} bytes but {path} has {n_tokens} "
+                             f"tokens: they must be written together; re-run the dataset's prepare.py")
         if n_tokens <= block_size + 1:
             raise ValueError(f"{path} holds {n_tokens} tokens, too few for one window of block_size "
                              f"{block_size} (+1 target): prepare more text or lower block_size")
@@ -53,14 +57,25 @@ def window_offsets(seed, step, count, n_tokens, block_size, stream=()):
 
 
 def read_windows(data_dir, split, offsets, block_size, vocab_size):
-    """Inputs and next-token targets at the given offsets: two int64 numpy arrays (B, block_size)."""
+    """
+    Inputs and next-token targets at the given offsets: two int64 numpy arrays (B, block_size).
+    An optional <split>_mask.bin beside the tokens (uint8, one byte per token) marks which tokens
+    count as targets: where it is 0 the target becomes -1, which the loss ignores. This is how a task
+    trains only on answers (e.g. data/adder) while the token stream stays plain uint16.
+    """
     data = open_split(data_dir, split)
-    windows = data[offsets[:, None] + np.arange(block_size + 1)].astype(np.int64)  # (B, T+1)
+    positions = offsets[:, None] + np.arange(block_size + 1)  # (B, T+1)
+    windows = data[positions].astype(np.int64)
     top = windows.max()
     if top >= vocab_size:
         raise ValueError(f"token id {top} in {data_dir}/{split}.bin does not fit the model's vocab_size "
                          f"{vocab_size}: the data was prepared with another tokenizer than the model's")
-    return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
+    x, y = np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
+    mask_path = os.path.join(data_dir, f'{split}_mask.bin')
+    if os.path.exists(mask_path):
+        keep = np.memmap(mask_path, dtype=np.uint8, mode='r')[positions[:, 1:]]
+        y[keep == 0] = -1
+    return x, y
 
 
 def to_device(x, y, device):

@@ -183,3 +183,21 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(shakespeare_char, t
                  '--grad_clip=0.0', '--eval_interval=4', check=False)
     assert_one_line_error(proc, 'diverged', 'last good checkpoint')
     assert (out / 'ckpt.pt').read_bytes() == before
+
+
+def test_mask_file_turns_unmasked_targets_into_ignored(tmp_path):
+    tokens = np.arange(100, dtype=np.uint16) % 7
+    tokens.tofile(tmp_path / 'train.bin')
+    mask = (np.arange(100) % 3 == 0).astype(np.uint8)  # only every third token is a target
+    mask.tofile(tmp_path / 'train_mask.bin')
+    offsets = np.array([0, 10, 50])
+    x, y = training.read_windows(str(tmp_path), 'train', offsets, 8, 7)
+    for row, start in enumerate(offsets):
+        for t in range(8):
+            target_pos = start + t + 1
+            assert x[row, t] == tokens[start + t]
+            assert y[row, t] == (tokens[target_pos] if mask[target_pos] else -1)
+    mask[:50].tofile(tmp_path / 'val_mask.bin')  # a mask that does not fit its tokens is refused
+    tokens.tofile(tmp_path / 'val.bin')
+    with pytest.raises(ValueError, match='val_mask.bin has 50 bytes'):
+        training.check_dataset(str(tmp_path), 8)
