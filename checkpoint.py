@@ -92,4 +92,9 @@ def tokenizer_for(checkpoint):
     checkpoint, GPT-2 BPE for pretrained weights (checkpoint None)."""
     from tokenizer import Tokenizer, for_dataset
     dataset = (checkpoint or {}).get('config', {}).get('dataset')
-    return for_dataset(dataset) if dataset else Tokenizer.gpt2()
+    tok = for_dataset(dataset) if dataset else Tokenizer.gpt2()
+    model_vocab = (checkpoint or {}).get('model_args', {}).get('vocab_size')
+    if model_vocab is not None and tok.vocab_size > model_vocab:
+        raise FileNotFoundError(f"the model has a {model_vocab}-token vocabulary but no meta.pkl was found for its "
+                                f"dataset '{dataset}': run `python data/{dataset}/prepare.py` to recreate it")
+    return tok
