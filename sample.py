@@ -1,0 +1,96 @@
+"""
+Sample from a trained model (out_dir/ckpt.pt) or from OpenAI's GPT-2, streaming text as it is made.
+
+$ python sample.py --out_dir=out-shakespeare-char-cpu
+$ python sample.py --init_from=gpt2-xl --start="What is the answer to life?" --num_samples=3
+$ python sample.py --init_from=/path/to/hf/gpt2 --start=FILE:prompt.txt --temperature=0
+"""
+import os
+import sys
+
+import torch
+
+import training
+from checkpoint import load_model, tokenizer_for
+from configurator import configure
+
+# -----------------------------------------------------------------------------
+init_from = 'resume'  # 'resume' (from out_dir), a GPT-2 name ('gpt2-xl'), or a local Hugging Face GPT-2 directory
+out_dir = 'out'  # ignored if init_from is not 'resume'
+start = "\n"  # the prompt; "FILE:prompt.txt" reads it from a file; "<|endoftext|>" starts a fresh GPT-2 document
+num_samples = 10  # number of samples to draw
+max_new_tokens = 500  # number of tokens generated in each sample
+temperature = 0.8  # 1.0 = no change, < 1.0 = less random, > 1.0 = more random; 0 = greedy
+top_k = 200  # keep only the top_k most likely tokens (0 = no limit)
+top_p = 1.0  # keep the most likely tokens whose probabilities add up to top_p (1.0 = no limit)
+seed = 1337
+device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:0', 'mps'
+dtype = 'auto'  # 'float32', 'bfloat16', 'float16' or 'auto'
+compile = False  # use PyTorch 2.0 to compile the model to be faster
+# -----------------------------------------------------------------------------
+configure(globals())
+if num_samples < 1 or max_new_tokens < 1:
+    raise ValueError("num_samples and max_new_tokens must be at least 1")
+if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
+    raise ValueError("temperature and top_k must be >= 0 and top_p in (0, 1]")
+
+torch.manual_seed(seed)
+device = training.resolve_device(device)
+device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
+if device_type == 'cuda':
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+ctx = training.autocast_context(device_type, training.resolve_dtype(dtype, device_type))
+
+# model and the vocabulary it was trained with (the dataset's meta.pkl, or GPT-2 BPE)
+try:
+    model, checkpoint = load_model(init_from, out_dir)
+except FileNotFoundError as e:
+    if init_from != 'resume':
+        raise
+    raise FileNotFoundError(f"{e}; for example, the CPU quickstart: `python data/shakespeare_char/prepare.py && "
+                            f"python train.py config/train_shakespeare_char_cpu.py`, then "
+                            f"`python sample.py --out_dir=out-shakespeare-char-cpu`") from None
+model.eval().to(device)
+if compile:
+    model = torch.compile(model)
+tokenizer = tokenizer_for(checkpoint)
+
+# the prompt
+if start.startswith('FILE:'):
+    with open(start[5:], 'r', encoding='utf-8') as f:
+        start = f.read()
+if start == '<|endoftext|>' and tokenizer.eot_token is not None:
+    start_ids = [tokenizer.eot_token]
+else:
+    start_ids = tokenizer.encode(start)
+if not start_ids:
+    raise ValueError("the prompt is empty: pass some text with --start=... (GPT-2 models also take "
+                     "--start='<|endoftext|>')")
+block_size = model.config.block_size
+if len(start_ids) > block_size:
+    raise ValueError(f"the prompt is {len(start_ids)} tokens but the model's context is {block_size}: "
+                     f"shorten it (the model could only see its last {block_size} tokens)")
+x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, :]  # (1, T)
+
+
+def stream_sample():
+    """Generate one sample, writing text to stdout as soon as it decodes cleanly. A GPT-2 token can end
+    inside a multi-byte UTF-8 character; such a tail decodes as U+FFFD and waits for the next token."""
+    ids, shown = list(start_ids), len(tokenizer.decode(start_ids))
+    sys.stdout.write(start)
+    for next_id in model.generate_stream(x, max_new_tokens, temperature=temperature, top_k=top_k or None,
+                                         top_p=top_p):
+        ids.append(next_id.item())
+        text = tokenizer.decode(ids)
+        if not text.endswith('\ufffd'):
+            sys.stdout.write(text[shown:])
+            sys.stdout.flush()
+            shown = len(text)
+    sys.stdout.write(tokenizer.decode(ids)[shown:] + '\n')
+
+
+with torch.no_grad(), ctx:
+    for k in range(num_samples):
+        stream_sample()
+        print('---------------')
