@@ -5,6 +5,10 @@ import sys
 
 import pytest
 
+# tests never touch the network: transformers and huggingface_hub must not try the hub
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
