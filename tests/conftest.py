@@ -41,3 +41,13 @@ def shakespeare_char():
     if not all(os.path.exists(os.path.join(data_dir, f)) for f in ('train.bin', 'val.bin', 'meta.pkl')):
         run_script('data/shakespeare_char/prepare.py')
     return 'shakespeare_char'
+
+
+@pytest.fixture(scope='session')
+def quickstart_run(shakespeare_char, tmp_path_factory):
+    """The README's first command, shortened: prepare (the fixture above), then the CPU quickstart config
+    for a few hundred steps into a temporary out_dir; returns that out_dir."""
+    out = tmp_path_factory.mktemp('quickstart')
+    run_script('train.py', 'config/train_shakespeare_char_cpu.py', f'--out_dir={out}', '--max_iters=300',
+               '--lr_decay_iters=300', '--eval_interval=150', '--eval_iters=10')
+    return out

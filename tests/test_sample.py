@@ -14,21 +14,11 @@ def samples(stdout):
     return [s.strip('\n') for s in stdout.split('---------------')[:-1]]
 
 
-@pytest.fixture(scope='module')
-def char_run(shakespeare_char, tmp_path_factory):
-    """The README's first command, shortened: prepare (the session fixture), train the CPU quickstart
-    config for a few hundred steps, into a temporary out_dir."""
-    out = tmp_path_factory.mktemp('quickstart')
-    run_script('train.py', 'config/train_shakespeare_char_cpu.py', f'--out_dir={out}', '--max_iters=300',
-               '--lr_decay_iters=300', '--eval_interval=150', '--eval_iters=10')
-    return out
-
-
-def test_quickstart_trains_and_samples_shakespeare(char_run):
-    with open(char_run / 'log.jsonl') as f:
+def test_quickstart_trains_and_samples_shakespeare(quickstart_run):
+    with open(quickstart_run / 'log.jsonl') as f:
         log = [json.loads(line) for line in f]
     assert log[0]['val_loss'] > 4.0 and log[-1]['val_loss'] < 2.6, log
-    proc = run_script('sample.py', f'--out_dir={char_run}', '--num_samples=2', '--max_new_tokens=300')
+    proc = run_script('sample.py', f'--out_dir={quickstart_run}', '--num_samples=2', '--max_new_tokens=300')
     texts = samples(proc.stdout.split('number of parameters')[-1].split('\n', 1)[1])
     assert len(texts) == 2
     vocab = set(for_dataset('shakespeare_char').meta['stoi'])
@@ -41,12 +31,12 @@ def test_quickstart_trains_and_samples_shakespeare(char_run):
         assert 0.1 < spaces < 0.3 and lower > 0.5, (spaces, lower, text)
 
 
-def test_greedy_sampling_is_repeatable_and_decodes_with_the_char_vocab(char_run):
-    args = ('sample.py', f'--out_dir={char_run}', '--temperature=0', '--num_samples=1', '--max_new_tokens=80',
+def test_greedy_sampling_is_repeatable_and_decodes_with_the_char_vocab(quickstart_run):
+    args = ('sample.py', f'--out_dir={quickstart_run}', '--temperature=0', '--num_samples=1', '--max_new_tokens=80',
             '--start=ROMEO:', '--dtype=float32')
     first, second = run_script(*args).stdout, run_script(*args).stdout
     assert first == second
-    model, ckpt = load_model('resume', str(char_run))
+    model, ckpt = load_model('resume', str(quickstart_run))
     tok = tokenizer_for(ckpt)
     assert tok.name == 'char' and tok.vocab_size == 65
     ids = torch.tensor([tok.encode('ROMEO:')])
@@ -67,12 +57,12 @@ def test_sampling_a_local_gpt2_directory_decodes_bpe(tmp_path):
     assert samples(proc.stdout.split('number of parameters')[-1].split('\n', 1)[1]) == [tok.decode(out)]
 
 
-def test_sample_bad_input(char_run, tmp_path):
+def test_sample_bad_input(quickstart_run, tmp_path):
     proc = run_script('sample.py', f'--out_dir={tmp_path}', check=False)
     assert_one_line_error(proc, 'no checkpoint at', 'python train.py')
-    proc = run_script('sample.py', f'--out_dir={char_run}', '--start=' + 'a' * 65, check=False)
+    proc = run_script('sample.py', f'--out_dir={quickstart_run}', '--start=' + 'a' * 65, check=False)
     assert_one_line_error(proc, 'the prompt is 65 tokens', 'context is 64')
-    proc = run_script('sample.py', f'--out_dir={char_run}', '--start=', check=False)
+    proc = run_script('sample.py', f'--out_dir={quickstart_run}', '--start=', check=False)
     assert_one_line_error(proc, 'the prompt is empty')
-    proc = run_script('sample.py', f'--out_dir={char_run}', '--start=\u20ac', check=False)
+    proc = run_script('sample.py', f'--out_dir={quickstart_run}', '--start=\u20ac', check=False)
     assert_one_line_error(proc, "character '€' is not in this 65-character vocabulary")

@@ -1,0 +1,65 @@
+"""
+Draw train/val loss curves from the log.jsonl of one or more runs (one line per eval, written by
+train.py), for the README. Every figure in assets/ is made by this script from a real run:
+
+$ python assets/plot_losses.py --logs=out-shakespeare-char-cpu/log.jsonl --out=assets/quickstart_loss.png
+$ python assets/plot_losses.py --logs=out-a/log.jsonl,out-b/log.jsonl --labels=bf16,fp32 --x=elapsed_s
+"""
+import json
+import os
+import sys
+
+import matplotlib
+matplotlib.use('Agg')  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+from configurator import configure  # noqa: E402
+
+# -----------------------------------------------------------------------------
+logs = 'out-shakespeare-char-cpu/log.jsonl'  # comma-separated log.jsonl paths
+labels = ''  # comma-separated legend labels (default: each log's folder name)
+out = 'assets/quickstart_loss.png'
+title = 'shakespeare_char, CPU quickstart'
+x = 'iter'  # 'iter' or 'elapsed_s' (wall seconds since the process started)
+target = 0.0  # draw a horizontal line at this val loss (0 = none)
+# -----------------------------------------------------------------------------
+configure(globals())
+if x not in ('iter', 'elapsed_s'):
+    raise ValueError(f"x must be 'iter' or 'elapsed_s', got '{x}'")
+
+
+def read_log(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no log at {path}: train.py writes out_dir/log.jsonl during a run")
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    if not records:
+        raise ValueError(f"{path} has no evals yet")
+    return records
+
+
+paths = logs.split(',')
+names = labels.split(',') if labels else [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
+if len(names) != len(paths):
+    raise ValueError(f"{len(paths)} logs but {len(names)} labels")
+fig, ax = plt.subplots(figsize=(7, 4.2))
+for path, name, color in zip(paths, names, plt.rcParams['axes.prop_cycle'].by_key()['color']):
+    records = read_log(path)
+    xs = [r[x] for r in records]
+    ax.plot(xs, [r['train_loss'] for r in records], '--', color=color, label=f'{name} train')
+    ax.plot(xs, [r['val_loss'] for r in records], '-', color=color, label=f'{name} val')
+    last = records[-1]
+    ax.annotate(f"{last['val_loss']:.3f}", (xs[-1], last['val_loss']), textcoords='offset points',
+                xytext=(4, 4), color=color, fontsize=8)
+if target:
+    ax.axhline(target, color='gray', lw=0.8, ls=':', label=f'val {target}')
+ax.set_xlabel('iteration' if x == 'iter' else 'wall seconds since start')
+ax.set_ylabel('loss (nats per token)')
+ax.set_title(title)
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8)
+fig.tight_layout()
+os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+fig.savefig(out, dpi=120)
+print(f"wrote {out}")
