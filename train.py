@@ -27,7 +27,7 @@ import training
 from checkpoint import clean_state_dict, load_model, save_checkpoint
 from configurator import configure, install_error_hook
 from model import GPT, GPTConfig
-from tokenizer import for_dataset, dataset_dir
+from tokenizer import for_dataset
 
 # -----------------------------------------------------------------------------
 # default config values: GPT-2 (124M) on OpenWebText
@@ -107,11 +107,10 @@ ctx = training.autocast_context(device_type, dtype)
 
 # data: a dataset with a meta.pkl (a character vocabulary) sets vocab_size
 data_dir = training.check_dataset(dataset, block_size)
-meta_vocab_size = None
-if os.path.exists(os.path.join(dataset_dir(dataset), 'meta.pkl')):
-    meta_vocab_size = for_dataset(dataset).vocab_size
-    if master_process:
-        print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, 'meta.pkl')})")
+data_tokenizer = for_dataset(dataset)
+meta_vocab_size = data_tokenizer.vocab_size if data_tokenizer.name == 'char' else None
+if master_process and meta_vocab_size is not None:
+    print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, 'meta.pkl')})")
 
 # model init
 iter_num = 0
