@@ -1,0 +1,224 @@
+"""
+OpenWebText (or any large corpus) as GPT-2 tokens, as nanoGPT's openwebtext/prepare.py:
+
+    python data/openwebtext/prepare.py                              # the Hugging Face hub dataset
+    python data/openwebtext/prepare.py --dataset='corpus/*.jsonl'   # a local copy: works offline
+
+--dataset is 'openwebtext' (or another hub name), or a local folder / glob of .txt files (one
+document per file), .jsonl or .parquet files (a 'text' column), or a folder written by
+datasets' save_to_disk. As nanoGPT: the train split, train_test_split(test_size=0.0005,
+seed=2357, shuffle=True), val = the test part; every document is encode_ordinary(text) + [50256].
+
+The pipeline streams: each split is cut into contiguous shards of documents, --num_proc worker
+processes tokenize whole shards and hand back one uint16 array each, and the parent appends them,
+in order, to train.bin.tmp / val.bin.tmp; the two files are renamed into place only at the end.
+Memory holds a few shards, never the corpus. (nanoGPT: ~9B train tokens, 17GB train.bin.)
+"""
+import glob
+import multiprocessing
+import os
+import socket
+import sys
+import time
+import urllib.parse
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root: tokenizer, configurator, data.common
+import numpy as np
+from tqdm import tqdm
+
+from configurator import configure
+from data.common import atomic_outputs, check_errors, check_utf8, find_files, write_ids
+from tokenizer import get_gpt2_encoding
+
+dataset = 'openwebtext'  # hub name, or a local folder / glob of .txt, .jsonl, .parquet, or a save_to_disk folder
+out_dir = _HERE          # where train.bin / val.bin go
+num_proc = min(8, os.cpu_count() or 1)  # tokenizing worker processes (and loading processes for many files)
+test_size = 0.0005       # fraction of documents for val
+seed = 2357              # the shuffle before the split
+shards = 1024            # each split is tokenized and written in at most this many pieces (as nanoGPT) ...
+shard_size = 2 ** 20     # ... of at least this many bytes of text: a piece must be worth a hop to a worker
+errors = 'strict'        # local .txt / .jsonl that are not UTF-8: 'replace' reads bad bytes as U+FFFD
+_LOCAL_KINDS = {'.txt': 'text', '.jsonl': 'json', '.json': 'json', '.parquet': 'parquet'}
+
+
+# -----------------------------------------------------------------------------
+# documents in
+
+def is_local(spec):
+    return (os.path.exists(os.path.expanduser(spec)) or glob.has_magic(spec) or spec.startswith(('.', '/', '~'))
+            or spec.endswith(tuple(_LOCAL_KINDS)))
+
+
+def load_hub(name):
+    import datasets
+    offline = any(os.environ.get(v, '').upper() in ('1', 'ON', 'YES', 'TRUE') for v in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'))
+    if not offline:
+        # fail in a second rather than after huggingface_hub's retries (half a minute) when there is no network
+        url = urllib.parse.urlparse(os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
+        try:
+            socket.create_connection((url.hostname, url.port or 443), timeout=10).close()
+        except OSError as e:
+            raise ValueError(f"cannot reach {url.hostname} to download '{name}' ({e}); offline, prepare a local copy "
+                             f"instead: --dataset=<folder or glob of .txt/.jsonl/.parquet files, or a save_to_disk "
+                             f"folder> (or set HF_DATASETS_OFFLINE=1 to use one in the Hugging Face cache)") from None
+    try:
+        ds = datasets.load_dataset(name, num_proc=num_proc)  # nanoGPT: ~54GB in the huggingface cache
+    except Exception as e:
+        raise ValueError(f"loading '{name}' from the Hugging Face hub failed ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); a local copy works too: "
+                         f"--dataset=<folder or glob of .txt/.jsonl/.parquet files>") from None
+    return ds['train']
+
+
+def load_local(spec):
+    import datasets
+    path = os.path.expanduser(spec)
+    if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in ('state.json', 'dataset_dict.json')):
+        ds = datasets.load_from_disk(path)
+        if isinstance(ds, datasets.DatasetDict):
+            if 'train' not in ds:
+                raise ValueError(f"{spec} has splits {list(ds)} but no 'train' split to prepare")
+            ds = ds['train']
+        return ds, []
+    files = find_files(spec, exts=tuple(_LOCAL_KINDS))
+    kinds = {_LOCAL_KINDS.get(os.path.splitext(f)[1]) for f in files}
+    if None in kinds or len(kinds) > 1:
+        raise ValueError(f"{spec} gives {len(files)} files of types {sorted({os.path.splitext(f)[1] for f in files})}; "
+                         f"use one type at a time: .txt (a document per file), .jsonl or .parquet (a 'text' column)")
+    kind = kinds.pop()
+    options = {'text': {'sample_by': 'document', 'encoding_errors': errors},
+               # the json loader hands the bytes to pyarrow unchecked when the encoding is spelled 'utf-8';
+               # any other spelling makes it decode them in Python first, honouring errors
+               'json': {'encoding': 'utf_8', 'encoding_errors': errors},
+               'parquet': {}}[kind]
+    loaders = min(num_proc, len(files))
+    try:
+        ds = datasets.load_dataset(kind, data_files=files, split='train', num_proc=loaders if loaders > 1 else None,
+                                   **options)
+    except Exception as e:
+        if kind != 'parquet':
+            find_bad_utf8(files)  # most likely cause: raises the one-line error naming the file and byte offset
+        raise ValueError(f"could not read {spec} ({_innermost(e)})") from None
+    return ds, files
+
+
+def find_bad_utf8(files):
+    for f in files:
+        check_utf8(f)
+
+
+def _innermost(e):
+    """'Type: message' of the root cause of e (through datasets' wrappers and worker tracebacks)."""
+    while (e.__cause__ or e.__context__) is not None:
+        e = e.__cause__ or e.__context__
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return lines[-1].strip() if type(e).__name__ == 'RemoteTraceback' and lines else f"{type(e).__name__}: {e}"
+
+
+def split_rows(n):
+    """nanoGPT's split of n documents -> {'train': row numbers, 'val': row numbers}, both int64 arrays in
+    shuffled order. datasets' own train_test_split, run on a stand-in of the row numbers: its shuffle
+    depends only on n and the seed, and this writes no index cache files next to the user's data."""
+    import datasets
+    rows = datasets.Dataset.from_dict({'row': np.arange(n)})
+    split = rows.train_test_split(test_size=test_size, seed=seed, shuffle=True, keep_in_memory=True)
+    return {'train': np.asarray(split['train'].with_format('numpy')['row']),
+            'val': np.asarray(split['test'].with_format('numpy')['row'])}
+
+
+def load_splits():
+    """-> (documents: a Dataset with only a 'text' column, {'train': rows, 'val': rows} in nanoGPT's order,
+    the local files read, if any)."""
+    if not 0 < test_size < 1:
+        raise ValueError(f"--test_size={test_size} must be between 0 and 1 (exclusive)")
+    ds, files = load_local(dataset) if is_local(dataset) else (load_hub(dataset), [])
+    if 'text' not in ds.column_names:
+        raise ValueError(f"{dataset} has no 'text' column (columns: {', '.join(ds.column_names)})")
+    if getattr(ds.features['text'], 'dtype', None) not in ('string', 'large_string'):
+        raise ValueError(f"{dataset}: the 'text' column holds {ds.features['text']}, not strings")
+    if len(ds) < 2:
+        raise ValueError(f"{dataset} has {len(ds)} document(s); a train and a val split need at least 2")
+    return ds.select_columns(['text']), split_rows(len(ds)), files
+
+
+# -----------------------------------------------------------------------------
+# tokens out: workers tokenize whole shards; the parent only appends arrays to the files
+
+_worker = {}  # per process, set once by _init_worker: the documents, the split rows, the encoding
+
+
+def _init_worker(docs, splits):
+    _worker.update(docs=docs, splits=splits, enc=get_gpt2_encoding())  # under fork all three come ready-made
+
+
+def tokenize_shard(task):
+    """(split, start, stop) -> (split, uint16 array): the documents at positions start..stop-1 of the
+    split's shuffled order, each encode_ordinary(text) + [eot], concatenated."""
+    split, start, stop = task
+    enc, rows = _worker['enc'], _worker['splits'][split][start:stop]
+    ids = []
+    for text in _worker['docs'][rows]['text']:
+        ids.extend(enc.encode_ordinary(text or ''))  # a null text is an empty document
+        ids.append(enc.eot_token)
+    return split, np.array(ids, dtype=np.uint16)
+
+
+def shard_bounds(n, k):
+    """Contiguous [start, stop) ranges covering 0..n in min(k, n) near-equal pieces."""
+    k = max(1, min(k, n))
+    return [(i * n // k, (i + 1) * n // k) for i in range(k)]
+
+
+def plan_shards(docs, splits):
+    """[(split, start, stop)]: every split cut into up to `shards` pieces of about shard_size bytes or more,
+    their number a multiple of num_proc so that the workers finish together. Rows are in shuffled order,
+    so equal row counts are close to equal amounts of text."""
+    text_bytes = docs.data.nbytes  # size of the Arrow text column, read off its buffers (nothing is loaded)
+    tasks = []
+    for name, rows in splits.items():
+        k = int(text_bytes * len(rows) / len(docs) // shard_size)
+        k = min(shards, -(-k // num_proc) * num_proc)  # k rounded up to a multiple of num_proc
+        tasks += [(name, start, stop) for start, stop in shard_bounds(len(rows), k)]
+    return tasks
+
+
+def write_splits(docs, splits):
+    """Tokenize every shard (in worker processes when num_proc > 1) and append the arrays, in order,
+    to out_dir/<split>.bin.tmp; rename both into place at the end."""
+    tasks = plan_shards(docs, splits)
+    print(f"{len(tasks):,} shards: " + ', '.join(f"{sum(t[0] == name for t in tasks):,} {name}" for name in splits))
+    counts = dict.fromkeys(splits, 0)
+    t0 = time.time()
+    with atomic_outputs(out_dir, [f'{name}.bin' for name in splits]) as files:
+        pool = multiprocessing.Pool(num_proc, _init_worker, (docs, splits)) if num_proc > 1 else None
+        try:
+            if pool is None:
+                _init_worker(docs, splits)
+            results = pool.imap(tokenize_shard, tasks) if pool else map(tokenize_shard, tasks)
+            for name, arr in tqdm(results, total=len(tasks), unit='shard', desc=f'tokenizing ({num_proc} proc)'):
+                counts[name] += write_ids(files[f'{name}.bin'], arr)
+        finally:
+            if pool is not None:
+                pool.terminate()  # all results are in (or we are failing): stop the workers now
+                pool.join()
+    dt = time.time() - t0
+    for name, n in counts.items():
+        print(f"{name}.bin has {n:,} tokens ({len(splits[name]):,} documents)")
+    total = sum(counts.values())
+    print(f"{total:,} tokens in {dt:.2f}s: {total / dt:,.0f} tokens/s with num_proc={num_proc} -> {out_dir}")
+
+
+if __name__ == '__main__':
+    configure(globals())
+    check_errors(errors)
+    if num_proc < 1 or shards < 1 or shard_size < 1:
+        raise ValueError("--num_proc, --shards and --shard_size must be at least 1")
+    get_gpt2_encoding()  # built before the workers start, so forked workers share it
+    docs, splits, files = load_splits()
+    print(f"{len(docs):,} documents: {len(splits['train']):,} train, {len(splits['val']):,} val")
+    try:
+        write_splits(docs, splits)
+    except UnicodeDecodeError:  # undecodable text that got past the loader: say where it is
+        find_bad_utf8(files)
+        raise

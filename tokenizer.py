@@ -1,0 +1,179 @@
+"""
+One encode/decode surface for everything that turns text into token ids or back: the prepare
+scripts, sample.py and the evaluators. Two kinds of vocabulary:
+
+- 'gpt2': GPT-2's byte-level BPE through tiktoken (50,257 tokens, end-of-text = 50256)
+- 'char': nanoGPT's character-level vocabularies, stored as data/<name>/meta.pkl
+          ({'vocab_size': int, 'itos': {id: char}, 'stoi': {char: id}})
+
+    from tokenizer import Tokenizer, for_dataset
+    tok = Tokenizer.gpt2()
+    tok.encode("Hello world")            # [15496, 995]
+    tok.decode([15496, 995])             # 'Hello world'
+    tok = for_dataset('shakespeare_char')  # the vocabulary data/shakespeare_char/ was prepared with
+
+Working offline: tiktoken.get_encoding("gpt2") downloads vocab.bpe and encoder.json on first use
+(with requests and no timeout, so with no network it fails slowly or hangs). We therefore use
+tiktoken's own encoding only when both files already sit in its cache, and otherwise build the very
+same encoding from the copy of GPT-2's encoder.json in data/gpt2/: its ids are the BPE merge ranks,
+which together with GPT-2's split pattern is all tiktoken needs.
+"""
+import functools
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+
+import tiktoken
+
+REPO_DIR = os.path.dirname(os.path.abspath(__file__))
+DATA_DIR = os.path.join(REPO_DIR, 'data')
+GPT2_ENCODER_JSON = os.path.join(DATA_DIR, 'gpt2', 'encoder.json')
+GPT2_EOT = 50256  # <|endoftext|>, GPT-2's last id
+
+# GPT-2's split pattern, in the faster possessive form tiktoken itself uses for 'gpt2'. The original is
+#   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+
+# the files tiktoken's 'gpt2' loads, and the sha256 it checks them against
+_TIKTOKEN_GPT2_FILES = {
+    'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe':
+        '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5',
+    'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json':
+        '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783',
+}
+
+
+# -----------------------------------------------------------------------------
+# GPT-2 BPE
+
+def _tiktoken_gpt2_cached():
+    """True when tiktoken can build 'gpt2' from its cache alone, i.e. without touching the network.
+    Mirrors tiktoken.load.read_file_cached: cache dir from TIKTOKEN_CACHE_DIR / DATA_GYM_CACHE_DIR /
+    <tmp>/data-gym-cache, file name sha1(url), content checked against the expected sha256."""
+    cache_dir = os.environ.get('TIKTOKEN_CACHE_DIR', os.environ.get('DATA_GYM_CACHE_DIR'))
+    if cache_dir is None:
+        cache_dir = os.path.join(tempfile.gettempdir(), 'data-gym-cache')
+    if not cache_dir:  # '' disables tiktoken's cache: it would download every time
+        return False
+    for url, sha256 in _TIKTOKEN_GPT2_FILES.items():
+        path = os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest())
+        try:
+            with open(path, 'rb') as f:
+                if hashlib.sha256(f.read()).hexdigest() != sha256:
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+def _gpt2_byte_decoder():
+    """GPT-2's map from the stand-in characters of encoder.json back to raw bytes: the 188 printable
+    Latin-1 bytes stand for themselves, the other 68 (controls, space, ...) were moved to chr(256 + n)
+    in byte order so that every token is a printable string."""
+    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+    decoder = {chr(b): b for b in printable}
+    others = [b for b in range(256) if chr(b) not in decoder]
+    decoder.update({chr(256 + n): b for n, b in enumerate(others)})
+    return decoder
+
+
+def gpt2_encoding_offline(encoder_json=GPT2_ENCODER_JSON):
+    """GPT-2's encoding built from encoder.json alone ({token string: id}, 50,257 entries)."""
+    if not os.path.isfile(encoder_json):
+        raise FileNotFoundError(f"GPT-2 vocabulary {encoder_json} is missing and tiktoken's gpt2 files are not "
+                                f"cached; restore it from the repository (git checkout -- data/gpt2/encoder.json)")
+    with open(encoder_json, encoding='utf-8') as f:
+        vocab = json.load(f)
+    byte_of = _gpt2_byte_decoder()
+    eot = vocab.pop('<|endoftext|>')
+    ranks = {bytes(byte_of[c] for c in token): rank for token, rank in vocab.items()}
+    assert eot == GPT2_EOT and sorted(ranks.values()) == list(range(GPT2_EOT)), 'not GPT-2 encoder.json'
+    return tiktoken.Encoding(name='gpt2', pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={'<|endoftext|>': GPT2_EOT}, explicit_n_vocab=GPT2_EOT + 1)
+
+
+@functools.lru_cache(maxsize=None)
+def get_gpt2_encoding():
+    """A tiktoken Encoding for GPT-2: tiktoken's own when its files are cached, else the identical
+    offline one from data/gpt2/encoder.json. Never waits on the network."""
+    if _tiktoken_gpt2_cached():
+        try:
+            return tiktoken.get_encoding('gpt2')
+        except Exception:  # a cache we misread: the offline build is the same encoding
+            pass
+    return gpt2_encoding_offline()
+
+
+# -----------------------------------------------------------------------------
+# one surface for both kinds
+
+class Tokenizer:
+    """encode(text) -> list[int] (ordinary: '<|endoftext|>' in text is just text), decode(ids) -> str,
+    vocab_size, eot_token (50256 for GPT-2, None for char), name ('gpt2' or 'char'), meta (char only)."""
+
+    def __init__(self, name, vocab_size, eot_token=None, encoding=None, meta=None):
+        self.name, self.vocab_size, self.eot_token = name, vocab_size, eot_token
+        self.encoding = encoding  # tiktoken Encoding for 'gpt2'
+        self.meta = meta          # {'vocab_size', 'itos', 'stoi'} for 'char'
+
+    @classmethod
+    def gpt2(cls):
+        enc = get_gpt2_encoding()
+        return cls('gpt2', enc.n_vocab, eot_token=enc.eot_token, encoding=enc)
+
+    @classmethod
+    def char_from_text(cls, text):
+        """A character vocabulary of every distinct character in text, ids in sorted order (as nanoGPT)."""
+        chars = sorted(set(text))
+        meta = {'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': {c: i for i, c in enumerate(chars)}}
+        return cls('char', len(chars), meta=meta)
+
+    @classmethod
+    def from_meta(cls, path):
+        """The character vocabulary saved in a nanoGPT meta.pkl."""
+        with open(path, 'rb') as f:
+            meta = pickle.load(f)
+        if not isinstance(meta, dict) or not {'vocab_size', 'itos', 'stoi'} <= meta.keys():
+            raise ValueError(f"{path} is not a character vocabulary (needs vocab_size, itos, stoi); "
+                             f"re-run the dataset's prepare.py")
+        return cls('char', meta['vocab_size'], meta=meta)
+
+    def encode(self, text):
+        if self.encoding is not None:
+            return self.encoding.encode_ordinary(text)
+        stoi = self.meta['stoi']
+        try:
+            return [stoi[c] for c in text]
+        except KeyError as e:
+            raise ValueError(f"character {e.args[0]!r} is not in this {self.vocab_size}-character vocabulary") from None
+
+    def decode(self, ids):
+        ids = [int(i) for i in ids]  # lists, numpy arrays and tensors alike
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is out of range for the {self.name} vocabulary "
+                             f"of {self.vocab_size} tokens (ids 0..{self.vocab_size - 1})")
+        if self.encoding is not None:
+            return self.encoding.decode(ids)  # a cut multi-byte character decodes as U+FFFD
+        itos = self.meta['itos']
+        return ''.join(itos[i] for i in ids)
+
+    def __repr__(self):
+        return f"Tokenizer({self.name!r}, vocab_size={self.vocab_size})"
+
+
+# -----------------------------------------------------------------------------
+# the one place that maps a dataset name to its folder and vocabulary
+
+def dataset_dir(dataset):
+    """data/<dataset>/ under the repo root, whatever the cwd (an absolute path is taken as is)."""
+    return os.path.join(DATA_DIR, dataset)
+
+
+def for_dataset(dataset):
+    """The tokenizer data/<dataset>/ was prepared with: the char vocabulary in its meta.pkl when there
+    is one, GPT-2 BPE otherwise."""
+    meta_path = os.path.join(dataset_dir(dataset), 'meta.pkl')
+    return Tokenizer.from_meta(meta_path) if os.path.exists(meta_path) else Tokenizer.gpt2()
