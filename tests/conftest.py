@@ -14,7 +14,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_script(*args, cwd=REPO, timeout=600, check=True, env=None):
     """python <args...> in a subprocess; returns the CompletedProcess (stdout/stderr as text)."""
-    full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}
+    # one thread per process: on a busy 2-core machine torch's default of one per core thrashes,
+    # and the suite's tiny models gain nothing from a second
+    full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '1', **(env or {})}
     proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env=full_env)
     if check and proc.returncode != 0:
