@@ -127,6 +127,19 @@ def test_top_k_and_top_p_restrict_the_candidates():
     assert set(sample_next(logits, top_p=0.8).flatten().tolist()) <= {0, 1}
 
 
+def test_sampling_follows_the_distribution():
+    torch.manual_seed(9)
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.05])
+    logits = probs.log().expand(40000, 5)  # the zero-probability token has logit -inf
+    counts = torch.bincount(sample_next(logits).flatten(), minlength=5).float() / 40000
+    assert counts[1] == 0
+    assert (counts - probs).abs().max() < 0.01, counts  # ~4 standard errors at n=40000
+    # temperature flattens: at T=2 the probabilities are proportional to sqrt(p)
+    flat = probs.sqrt() / probs.sqrt().sum()
+    counts = torch.bincount(sample_next(logits, temperature=2.0).flatten(), minlength=5).float() / 40000
+    assert (counts - flat).abs().max() < 0.01, counts
+
+
 def test_loss_at_init_is_ln_vocab():
     torch.manual_seed(6)
     for vocab in (65, 1000):
