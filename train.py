@@ -170,7 +170,11 @@ if ddp:
 
 # logging
 if wandb_log and master_process:
-    import wandb
+    try:
+        import wandb
+    except ImportError:
+        raise ValueError("wandb_log=True needs wandb: `pip install wandb` (WANDB_MODE=offline logs without an "
+                         "account); every eval is also in out_dir/log.jsonl") from None
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 peak = training.peak_flops(device_type, dtype, device) if master_process else None
 if master_process:

@@ -154,6 +154,11 @@ def test_nanogpt_style_checkpoint_resumes(shakespeare_char, tmp_path):
     torch.save(ckpt, out / 'ckpt.pt')
     proc = train(out, '--max_iters=6', '--eval_interval=2', '--init_from=resume')
     assert 'step 6:' in proc.stdout
+    ckpt = torch.load(out / 'ckpt.pt', weights_only=True)  # and sample.py reads the nanoGPT-style file too
+    ckpt['model'] = {'_orig_mod.' + k: v for k, v in ckpt['model'].items()}
+    torch.save(ckpt, out / 'ckpt.pt')
+    proc = run_script('sample.py', f'--out_dir={out}', '--num_samples=1', '--max_new_tokens=20', '--device=cpu')
+    assert proc.stdout.count('---------------') == 1
 
 
 def test_bad_input_is_one_clear_line(shakespeare_char, tmp_path):
@@ -167,6 +172,9 @@ def test_bad_input_is_one_clear_line(shakespeare_char, tmp_path):
     (out / 'ckpt.pt').write_bytes(b'PK\x03\x04 this is not a checkpoint')
     assert_one_line_error(train(out, '--init_from=resume', check=False), 'corrupt or truncated')
     assert_one_line_error(train(out, '--init_from=gpt3', check=False), "init_from='gpt3'")
+    # a GPT-2 hub name with no network (conftest sets HF_HUB_OFFLINE) names the local alternative
+    assert_one_line_error(train(out, '--init_from=gpt2', check=False), "could not load 'gpt2'",
+                          'local Hugging Face GPT-2 directory')
     # DDP with an accumulation count the world size does not divide
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
                            'train.py', '--dataset=shakespeare_char', f'--out_dir={out}', *TINY,
