@@ -12,13 +12,17 @@ os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def script_env(extra=None):
+    """The environment scripts run in. One thread per process: on a busy 2-core machine torch's default of
+    one per core thrashes, the suite's tiny models gain nothing from a second, and runs that are compared
+    bit for bit must use the same thread count (it changes the order of float reductions)."""
+    return {**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '1', **(extra or {})}
+
+
 def run_script(*args, cwd=REPO, timeout=600, check=True, env=None):
     """python <args...> in a subprocess; returns the CompletedProcess (stdout/stderr as text)."""
-    # one thread per process: on a busy 2-core machine torch's default of one per core thrashes,
-    # and the suite's tiny models gain nothing from a second
-    full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '1', **(env or {})}
     proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=full_env)
+                          env=script_env(env))
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
                              f"stderr:\n{proc.stderr[-3000:]}")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from conftest import REPO, assert_one_line_error, run_script
+from conftest import REPO, assert_one_line_error, run_script, script_env
 import training
 
 # a tiny model, fp32 on the CPU, so runs are fast and bitwise reproducible
@@ -78,8 +78,7 @@ def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path):
     train(tmp_path / 'single', *common)
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py']
     proc = subprocess.run(torchrun + ['--dataset=shakespeare_char', f'--out_dir={tmp_path / "ddp"}', *TINY, *common],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                          cwd=REPO, capture_output=True, text=True, timeout=600, env=script_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     worst = assert_same_weights(tmp_path / 'single' / 'ckpt.pt', tmp_path / 'ddp' / 'ckpt.pt', atol=1e-5)
     print(f"DDP (2 ranks x 2 micro-steps) vs 1 process x 4 micro-steps: max abs weight diff {worst:.2e}")
@@ -107,8 +106,7 @@ def test_sigterm_saves_and_resumes_exactly(shakespeare_char, tmp_path):
     train(tmp_path / 'full', *common)
     out = tmp_path / 'stopped'
     cmd = [sys.executable, 'train.py', '--dataset=shakespeare_char', f'--out_dir={out}', *TINY, *common]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
     for line in proc.stdout:  # stop it mid-run, after step 5
         if line.startswith('iter 5:'):
             proc.send_signal(signal.SIGTERM)
@@ -178,7 +176,8 @@ def test_bad_input_is_one_clear_line(shakespeare_char, tmp_path):
     # DDP with an accumulation count the world size does not divide
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
                            'train.py', '--dataset=shakespeare_char', f'--out_dir={out}', *TINY,
-                           '--gradient_accumulation_steps=3'], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           '--gradient_accumulation_steps=3'], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=script_env())
     assert proc.returncode != 0
     assert 'error: gradient_accumulation_steps (3)' in proc.stderr and 'divisible' in proc.stderr
 
