@@ -1,0 +1,31 @@
+"""
+Exact-match accuracy of a model trained on data/adder: every held-out sum (val.bin) and the train sums
+(train.bin), completed greedily and compared digit for digit.
+
+    python data/adder/evaluate.py --out_dir=out-adder
+"""
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root: configurator, data.tasks
+from configurator import configure
+from data.tasks import evaluate
+
+out_dir = 'out-adder'  # the checkpoint to evaluate (out_dir/ckpt.pt)
+max_problems = 10_000  # score the first max_problems of each split (0 = all; 3-digit train has 900,000)
+batch_size = 1000  # problems completed together
+show = 5  # wrong answers to print per split
+device = 'auto'  # 'auto', 'cpu', 'cuda', 'mps'
+dtype = 'float32'  # 'float32', 'bfloat16', 'float16' or 'auto' (bf16 on CPU): these models are tiny, keep full precision
+configure(globals())
+if batch_size < 1 or show < 0:
+    raise ValueError("batch_size must be at least 1 and show at least 0")
+
+
+def describe(question, answer, got):
+    """'57+68=125, model says 135': the answers read back the right way round (they are stored reversed)."""
+    return f"{question}{answer[::-1]}, model says {got[::-1] or '(nothing)'}"
+
+
+evaluate('adder', out_dir, describe, max_problems, batch_size, show, device, dtype)

@@ -1,0 +1,30 @@
+"""
+Exact-match accuracy of a model trained on data/sort: every held-out list (val.bin) and the train lists
+(train.bin), completed greedily and compared digit for digit.
+
+    python data/sort/evaluate.py --out_dir=out-sort
+"""
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root: configurator, data.tasks
+from configurator import configure
+from data.tasks import evaluate
+
+out_dir = 'out-sort'  # the checkpoint to evaluate (out_dir/ckpt.pt)
+max_problems = 10_000  # score the first max_problems of each split (0 = all)
+batch_size = 1000  # problems completed together
+show = 5  # wrong answers to print per split
+device = 'auto'  # 'auto', 'cpu', 'cuda', 'mps'
+dtype = 'float32'  # 'float32', 'bfloat16', 'float16' or 'auto' (bf16 on CPU): these models are tiny, keep full precision
+configure(globals())
+if batch_size < 1 or show < 0:
+    raise ValueError("batch_size must be at least 1 and show at least 0")
+
+
+def describe(question, answer, got):
+    return f"{question}{answer}, model says {got or '(nothing)'}"
+
+
+evaluate('sort', out_dir, describe, max_problems, batch_size, show, device, dtype)
