@@ -16,12 +16,12 @@ n_head = 4
 n_embd = 128
 dropout = 0.0
 
-# twice nanoGPT's 1e-3 "macbook" learning rate: this small model takes it, and reaches a lower val loss
-# in 1500 steps (1.887) than 1e-3 does in 2000 (1.899)
-learning_rate = 2e-3
+# three times nanoGPT's 1e-3 "macbook" learning rate: this small model takes it, and in 1500 steps reaches
+# val 1.844 (seed 2: 1.840), against 1.887 with 2e-3 and 1.899 with 1e-3 in 2000 steps (4e-3: 1.848)
+learning_rate = 3e-3
 max_iters = 1500
 lr_decay_iters = 1500
-min_lr = 2e-4
+min_lr = 3e-4
 beta2 = 0.99
 warmup_iters = 100
 

@@ -1,0 +1,87 @@
+"""
+Preference pairs for train_reward.py, made offline from a model's own samples:
+
+    python data/preferences/prepare.py        # -> train.jsonl, val.jsonl next to this file
+
+The rule, a reproducible stand-in for human labels: for each prompt (a window of prompt_len tokens of
+the dataset's train split) the model writes two completions (temperature 1); both are scored by the
+reward named in `label` (rewards.py; 'sentiment' = VADER's compound score); the higher-scored one is
+`chosen`, the other `rejected`. Pairs whose scores differ by less than min_margin are dropped as
+ties. The first val_fraction of the pairs are held out in val.jsonl, the rest go to train.jsonl.
+Each line: {"prompt": ..., "chosen": ..., "rejected": ..., "chosen_score": ..., "rejected_score": ...}.
+"""
+import json
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root
+import numpy as np
+import torch
+
+import training
+from checkpoint import tokenizer_for
+from configurator import configure
+from data.common import atomic_outputs
+from ppo import generate_completions, load_gpt, prompt_windows
+from rewards import get_reward
+
+init_from = 'out-shakespeare-char-cpu'  # the model whose samples are compared: an out_dir, a GPT-2 name or a HF dir
+dataset = ''  # prompts are windows of its train split; '' = the model's own dataset
+label = 'sentiment'  # the reward that decides which completion is chosen
+min_margin = 0.3  # pairs whose two scores differ by less are ties, and dropped
+n_pairs = 30000  # pairs kept, train + held-out (10,000 gave a reward model 85%; 30,000 gave 90%)
+val_fraction = 0.1  # held out for the reward model's accuracy
+prompt_len = 16
+max_new_tokens = 48
+batch_size = 256  # prompts sampled together
+out_dir = _HERE
+device = 'cpu'
+seed = 1337
+configure(globals())
+
+if not 0 < val_fraction < 1 or n_pairs < 2:
+    raise ValueError(f"need 0 < val_fraction < 1 and n_pairs >= 2 (got {val_fraction}, {n_pairs})")
+torch.manual_seed(seed)
+rng = np.random.default_rng(seed)
+model, checkpoint = load_gpt(init_from)
+model.to(device)
+tokenizer = tokenizer_for(checkpoint)
+dataset = dataset or (checkpoint or {}).get('config', {}).get('dataset', '')
+if not dataset:
+    raise ValueError(f"{init_from}/ckpt.pt names no dataset: set dataset=<the prepared dataset to take prompts from>")
+if prompt_len + max_new_tokens > model.config.block_size:
+    raise ValueError(f"prompt_len + max_new_tokens ({prompt_len + max_new_tokens}) is longer than the model's "
+                     f"context of {model.config.block_size}")
+train_tokens = training.open_split(training.check_dataset(dataset, prompt_len), 'train')
+score = get_reward(label, device)
+
+pairs, drawn = [], 0
+while len(pairs) < n_pairs:
+    prompts = prompt_windows(train_tokens, batch_size, prompt_len, rng)
+    # each prompt twice: rows i and i + batch_size are its two completions
+    seq, starts = generate_completions(model, prompts + prompts, max_new_tokens, device)
+    seq, starts = seq.tolist(), starts.tolist()
+    texts = [tokenizer.decode(row[s:s + max_new_tokens]) for row, s in zip(seq, starts)]
+    for i, prompt_ids in enumerate(prompts):
+        prompt = tokenizer.decode(prompt_ids)
+        (a, score_a), (b, score_b) = [(t, score(t, prompt)) for t in (texts[i], texts[i + batch_size])]
+        drawn += 1
+        if abs(score_a - score_b) < min_margin:
+            continue
+        if score_b > score_a:
+            (a, score_a), (b, score_b) = (b, score_b), (a, score_a)
+        pairs.append({'prompt': prompt, 'chosen': a, 'rejected': b, 'chosen_score': score_a, 'rejected_score': score_b})
+    print(f"{len(pairs)} pairs kept of {drawn} drawn")
+pairs = pairs[:n_pairs]
+
+n_val = max(1, int(len(pairs) * val_fraction))
+with atomic_outputs(out_dir, ['val.jsonl', 'train.jsonl']) as files:
+    for name, part in (('val.jsonl', pairs[:n_val]), ('train.jsonl', pairs[n_val:])):
+        for pair in part:
+            files[name].write((json.dumps(pair) + '\n').encode('utf-8'))
+chosen = np.mean([p['chosen_score'] for p in pairs])
+rejected = np.mean([p['rejected_score'] for p in pairs])
+print(f"labelled by '{label}' with min_margin {min_margin}: mean score chosen {chosen:.3f}, rejected {rejected:.3f}")
+print(f"wrote {len(pairs) - n_val} pairs to {os.path.join(out_dir, 'train.jsonl')} and {n_val} held-out pairs "
+      f"to {os.path.join(out_dir, 'val.jsonl')}")

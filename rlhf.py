@@ -1,0 +1,333 @@
+"""
+Reinforcement learning from a reward: PPO with a KL leash to the starting model, as in Ziegler et al.
+2019 and InstructGPT (minRLHF's demos, in this repo's shape). The HappyGPT demo, offline on a CPU:
+
+$ python data/shakespeare_char/prepare.py
+$ python train.py config/train_shakespeare_char_cpu.py      # the starting model
+$ python rlhf.py config/rlhf_happy_shakespeare.py           # PPO toward cheerful text, then an evaluation
+$ python rlhf.py config/rlhf_happy_shakespeare.py --eval_only=True   # evaluate the saved policy again
+
+Each iteration: batch_size prompts -> completions by the cached generate -> a reward per completion
+(rewards.py) and a per-token KL penalty -> GAE -> ppo_epochs epochs of minibatches of the clipped
+policy and value losses (ppo.py). out_dir/ckpt.pt is the policy as an ordinary checkpoint (sample.py
+and train.py read it; the value head is kept apart, under 'value_head'); out_dir/log.jsonl has one line
+per iteration; out_dir/eval.json compares eval_samples fresh samples of the policy and of the start.
+"""
+import copy
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+import ppo
+import training
+from checkpoint import load_model, save_checkpoint, tokenizer_for
+from configurator import configure
+from rewards import get_reward
+from tokenizer import for_dataset
+
+# -----------------------------------------------------------------------------
+# I/O
+out_dir = 'out-rlhf'
+init_from = 'out-shakespeare-char-cpu'  # the starting policy: an out_dir holding ckpt.pt, a GPT-2 name or a local HF dir
+eval_only = False  # if True, only evaluate out_dir/ckpt.pt against init_from
+log_interval = 1
+save_interval = 50  # also save ckpt.pt every this many iterations (0 = only at the end)
+wandb_log = False
+wandb_project = 'rlhf'
+wandb_run_name = 'ppo'
+# prompts and completions
+dataset = ''  # prompts are windows of its train split, val loss is measured on its val split; '' = the policy's own
+prompt_file = ''  # instead: a .txt (one prompt per line) or .jsonl ({"prompt": ...} per line) file of prompts
+prompt_len = 16  # tokens per prompt window cut from the dataset
+max_new_tokens = 48  # completion length; prompt + completion must fit the model's context
+# reward (rewards.py): 'sentiment', 'count:<chars>', or the out_dir of a reward model from train_reward.py
+reward = 'sentiment'
+# PPO
+max_iters = 200  # PPO iterations: one rollout batch and its updates each
+batch_size = 64  # rollouts per iteration
+minibatch_size = 16
+ppo_epochs = 4  # passes over each rollout batch
+learning_rate = 1e-4
+decay_lr = True  # cosine decay to min_lr over max_iters: the last iterations settle instead of pushing the KL on
+min_lr = 1e-5
+weight_decay = 0.0  # decay pulls toward 0, not toward the reference: the KL penalty is the regularizer here
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+cliprange = 0.2  # the policy ratio's clip range
+cliprange_value = 0.2  # how far the value may move from its rollout-time value before its loss is clipped
+vf_coef = 0.1  # weight of the value loss (the value head shares the policy's trunk)
+gamma = 1.0
+lam = 0.95
+init_kl_coef = 0.2  # beta, the KL penalty's starting coefficient
+target_kl = 6.0  # the adaptive controller steers the KL per completion (nats, summed over tokens) toward this
+kl_horizon = 10000  # rollouts over which beta may change by at most 20%
+# evaluation (after training, or with eval_only)
+eval_samples = 256  # fresh completions from the start and from the policy, same prompts and seed
+eval_iters = 200  # val-loss batches of the dataset's val split
+eval_batch_size = 12
+# system
+device = 'cpu'  # 'auto', 'cpu', 'cuda', ...
+dtype = 'float32'  # PPO's probability ratios are taken between two forwards: keep them exact
+seed = 1337
+# -----------------------------------------------------------------------------
+config = configure(globals())
+# -----------------------------------------------------------------------------
+
+device = training.resolve_device(device)
+device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
+ctx = training.autocast_context(device_type, training.resolve_dtype(dtype, device_type))
+for name in ('max_iters', 'batch_size', 'minibatch_size', 'ppo_epochs', 'prompt_len', 'max_new_tokens', 'eval_samples'):
+    if globals()[name] < 1:
+        raise ValueError(f"{name} must be at least 1, got {globals()[name]}")
+torch.manual_seed(seed)
+rng = np.random.default_rng(seed)
+reward_fn = get_reward(reward, device)  # first: a misspelt reward should not wait for the models
+
+
+# the starting model, frozen as the reference, and the policy (a copy of it with a value head)
+reference, start_checkpoint = ppo.load_gpt(init_from)
+reference.to(device).eval().requires_grad_(False)
+tokenizer = tokenizer_for(start_checkpoint)
+if eval_only:
+    if not os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):
+        raise FileNotFoundError(f"eval_only: no policy at {out_dir}/ckpt.pt; run PPO first (without --eval_only)")
+    model = ppo.ScalarHeadGPT(load_model('resume', out_dir, dropout=0.0)[0])
+else:
+    model = ppo.ScalarHeadGPT(copy.deepcopy(reference).requires_grad_(True))
+model.to(device)
+block_size = reference.config.block_size
+
+# the prompts: windows of the dataset (train split for PPO, val split for the evaluation), or a file
+dataset = dataset or (start_checkpoint or {}).get('config', {}).get('dataset', '')
+config['dataset'] = dataset  # what tokenizer_for reads back from the saved checkpoint
+data_dir = None
+if dataset:
+    data_dir = training.check_dataset(dataset, block_size)
+    data_tok = for_dataset(dataset)
+    if (data_tok.name, data_tok.vocab_size) != (tokenizer.name, tokenizer.vocab_size):
+        raise ValueError(f"dataset '{dataset}' uses a {data_tok.name} vocabulary of {data_tok.vocab_size} tokens but "
+                         f"the policy was trained with a {tokenizer.name} one of {tokenizer.vocab_size}: pick the "
+                         f"dataset the model was trained on")
+elif not prompt_file:
+    raise ValueError(f"no prompts: init_from={init_from} names no dataset, so set dataset=<a prepared dataset> "
+                     f"or prompt_file=<a .txt or .jsonl file of prompts>")
+
+
+def read_prompt_file(path):
+    """Token lists of the prompts in a .txt (one per line) or .jsonl ({"prompt": ...} per line) file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"prompt_file {path} not found")
+    prompts = []
+    with open(path, encoding='utf-8') as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            text = line.rstrip('\n')
+            if path.endswith('.jsonl'):
+                try:
+                    text = json.loads(line)['prompt']
+                except (json.JSONDecodeError, TypeError, KeyError):
+                    text = None
+                if not isinstance(text, str):
+                    raise ValueError(f"{path}:{n}: expected a JSON object with a \"prompt\" string")
+            try:
+                ids = tokenizer.encode(text)
+            except ValueError as e:
+                raise ValueError(f"{path}:{n}: {e}") from None
+            if not ids:
+                raise ValueError(f"{path}:{n}: the prompt is empty")
+            if len(ids) + max_new_tokens > block_size:
+                raise ValueError(f"{path}:{n}: the prompt is {len(ids)} tokens; with max_new_tokens={max_new_tokens} "
+                                 f"it does not fit the model's context of {block_size}: shorten it or lower "
+                                 f"max_new_tokens")
+            prompts.append(ids)
+    if not prompts:
+        raise ValueError(f"{path} holds no prompts")
+    return prompts
+
+
+if prompt_file:
+    file_prompts = read_prompt_file(prompt_file)
+elif prompt_len + max_new_tokens > block_size:
+    raise ValueError(f"a prompt of prompt_len={prompt_len} tokens plus max_new_tokens={max_new_tokens} is longer than "
+                     f"the model's context of {block_size}: lower prompt_len or max_new_tokens")
+
+
+def draw_prompts(count, split, generator):
+    if prompt_file:
+        return [file_prompts[i] for i in generator.integers(0, len(file_prompts), size=count)]
+    return ppo.prompt_windows(training.open_split(data_dir, split), count, prompt_len, generator)
+
+
+# -----------------------------------------------------------------------------
+# one PPO iteration
+
+@torch.no_grad()
+def rollout(kl_coef):
+    """Sample completions for a batch of prompts and score them: everything the updates need, (B, N) each."""
+    prompts = draw_prompts(batch_size, 'train', rng)
+    seq, starts = ppo.generate_completions(model.gpt, prompts, max_new_tokens, device)
+    scores = torch.tensor([reward_fn(tokenizer.decode(row[s:s + max_new_tokens]), tokenizer.decode(p))
+                           for row, s, p in zip(seq.tolist(), starts.tolist(), prompts)], device=device)
+    pos = ppo.completion_positions(starts, max_new_tokens)  # (B, N)
+    tokens = seq.gather(1, pos + 1)  # (B, N) the sampled completion tokens
+    logp, values, entropy, ref_logp = [], [], [], []
+    with ctx:
+        for mb in torch.arange(batch_size).split(minibatch_size):
+            logits, v = model(seq[mb], pos[mb])
+            lp, ent = ppo.token_logprobs(logits, tokens[mb])
+            logp.append(lp)
+            values.append(v.float())
+            entropy.append(ent)
+            ref_logp.append(ppo.completion_logprobs(reference, seq[mb], starts[mb], max_new_tokens))
+    logp, values, entropy, ref_logp = (torch.cat(t) for t in (logp, values, entropy, ref_logp))
+    rewards, kl = ppo.kl_penalized_rewards(scores, logp, ref_logp, kl_coef)
+    advantages, returns = ppo.gae(rewards, values, gamma, lam)
+    return dict(seq=seq, pos=pos, tokens=tokens, logp=logp, values=values, advantages=ppo.whiten(advantages),
+                returns=returns, scores=scores, kl=kl.sum(1), entropy=entropy)
+
+
+def update(batch, lr):
+    """ppo_epochs passes of minibatches over one rollout batch; returns the mean losses and clip fraction."""
+    for group in optimizer.param_groups + value_optimizer.param_groups:
+        group['lr'] = lr
+    model.train()
+    stats = []
+    for _ in range(ppo_epochs):
+        for mb in torch.randperm(batch_size).split(minibatch_size):
+            with ctx:
+                logits, values = model(batch['seq'][mb], batch['pos'][mb])
+            logp, _ = ppo.token_logprobs(logits, batch['tokens'][mb])
+            pg_loss, clipfrac = ppo.policy_loss(logp, batch['logp'][mb], batch['advantages'][mb], cliprange)
+            vf_loss = ppo.value_loss(values.float(), batch['values'][mb], batch['returns'][mb], cliprange_value)
+            loss = pg_loss + vf_coef * vf_loss
+            loss.backward()
+            if grad_clip > 0.0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            value_optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            value_optimizer.zero_grad(set_to_none=True)
+            stats.append(torch.stack([pg_loss.detach(), vf_loss.detach(), clipfrac]))
+    model.eval()
+    return torch.stack(stats).mean(0).tolist()
+
+
+# -----------------------------------------------------------------------------
+# evaluation: fresh samples from the start and from the policy, the KL between them, val loss
+
+@torch.no_grad()
+def evaluate(ppo_minutes=None):
+    generator = np.random.default_rng([seed, 1])  # the same prompts for both models, apart from training's
+    prompts = draw_prompts(eval_samples, 'val', generator)
+    out = {'eval_samples': eval_samples, 'target_kl': target_kl, 'ppo_minutes': ppo_minutes}
+    samples = {}
+    for name, gpt in (('start', reference), ('policy', model.gpt)):
+        torch.manual_seed(seed)  # the same sampling noise for both
+        texts, scores, kls = [], [], []
+        for i in range(0, eval_samples, batch_size):
+            chunk = prompts[i:i + batch_size]
+            seq, starts = ppo.generate_completions(gpt, chunk, max_new_tokens, device)
+            for row, s, p in zip(seq.tolist(), starts.tolist(), chunk):
+                texts.append((tokenizer.decode(p), tokenizer.decode(row[s:s + max_new_tokens])))
+                scores.append(reward_fn(texts[-1][1], texts[-1][0]))
+            if name == 'policy':  # KL(policy || start) per completion, on the policy's own samples
+                with ctx:
+                    logp = ppo.completion_logprobs(gpt, seq, starts, max_new_tokens)
+                    ref_logp = ppo.completion_logprobs(reference, seq, starts, max_new_tokens)
+                kls += (logp - ref_logp).sum(1).tolist()
+        out[f'reward_{name}'] = float(np.mean(scores))
+        samples[name] = texts
+        if data_dir is not None:
+            losses = training.estimate_loss(gpt, data_dir, eval_iters, eval_batch_size, block_size,
+                                            gpt.config.vocab_size, seed, ctx, device)
+            out[f'val_loss_{name}'] = losses['val']
+    out['kl'] = float(np.mean(kls))
+    for name in ('start', 'policy'):
+        print(f"--- {name} samples (prompt | completion)")
+        for prompt, text in samples[name][:4]:
+            print(repr(prompt), '|', repr(text))
+    out['samples'] = {name: [p + ' | ' + t for p, t in samples[name][:8]] for name in samples}
+    print(f"eval on {eval_samples} fresh samples: mean reward {out['reward_start']:.3f} -> {out['reward_policy']:.3f} "
+          f"({out['reward_policy'] - out['reward_start']:+.3f}); KL to the start {out['kl']:.2f} nats per completion "
+          f"(target_kl {target_kl})")
+    if data_dir is not None:
+        print(f"val loss on {dataset}: {out['val_loss_start']:.4f} -> {out['val_loss_policy']:.4f} "
+              f"({out['val_loss_policy'] - out['val_loss_start']:+.4f})")
+    with open(os.path.join(out_dir, 'eval.json'), 'w') as f:
+        json.dump(out, f, indent=1)
+    return out
+
+
+if eval_only:
+    os.makedirs(out_dir, exist_ok=True)
+    evaluate()
+    raise SystemExit(0)
+
+# -----------------------------------------------------------------------------
+# training
+
+# two optimizers: the GPT's exactly as train.py builds it, so ckpt['optimizer'] loads there, and the head's
+optimizer = model.gpt.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+value_optimizer = torch.optim.AdamW(model.head.parameters(), lr=learning_rate, betas=(beta1, beta2), weight_decay=0.0)
+kl_ctl = ppo.AdaptiveKLController(init_kl_coef, target_kl, kl_horizon)
+os.makedirs(out_dir, exist_ok=True)
+log_path = os.path.join(out_dir, 'log.jsonl')
+open(log_path, 'w').close()
+if wandb_log:
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+best_val_loss = (start_checkpoint or {}).get('best_val_loss', 1e9)
+
+
+def save(iter_num):
+    c = model.gpt.config
+    save_checkpoint({
+        'model': model.gpt.state_dict(),
+        'optimizer': optimizer.state_dict(),
+        'model_args': dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
+                           bias=c.bias, vocab_size=c.vocab_size, dropout=c.dropout),
+        'iter_num': iter_num,  # PPO iterations
+        'best_val_loss': best_val_loss,
+        'config': config,
+        'value_head': model.head.state_dict(),  # not in 'model': sample.py builds a plain GPT
+        'kl_coef': kl_ctl.value,
+    }, os.path.join(out_dir, 'ckpt.pt'))
+
+
+print(f"PPO from {init_from} with reward '{reward}': {max_iters} iterations of {batch_size} rollouts "
+      f"of {max_new_tokens} tokens")
+start_time = time.time()
+model.eval()
+for iter_num in range(1, max_iters + 1):
+    t0 = time.time()
+    lr = training.get_lr(iter_num - 1, learning_rate, 0, max_iters, min_lr, decay_lr)
+    batch = rollout(kl_ctl.value)
+    pg_loss, vf_loss, clipfrac = update(batch, lr)
+    record = {'iter': iter_num, 'reward': batch['scores'].mean().item(), 'kl': batch['kl'].mean().item(),
+              'kl_coef': kl_ctl.value, 'entropy': batch['entropy'].mean().item(), 'clipfrac': clipfrac,
+              'value_loss': vf_loss, 'policy_loss': pg_loss, 'lr': lr, 'elapsed_s': time.time() - start_time}
+    kl_ctl.update(record['kl'], batch_size)
+    if not all(np.isfinite(v) for v in record.values()):
+        raise ValueError(f"PPO diverged at iter {iter_num} ({record}): lower learning_rate or raise init_kl_coef")
+    with open(log_path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+    if wandb_log:
+        wandb.log(record)
+    if iter_num % log_interval == 0:
+        print(f"iter {iter_num}: reward {record['reward']:.3f}, kl {record['kl']:.2f}, beta {record['kl_coef']:.3f}, "
+              f"entropy {record['entropy']:.2f}, clipfrac {clipfrac:.3f}, value loss {vf_loss:.4f}, "
+              f"time {(time.time() - t0) * 1000:.0f}ms")
+    if save_interval and iter_num % save_interval == 0 and iter_num < max_iters:
+        save(iter_num)
+ppo_minutes = (time.time() - start_time) / 60
+print(f"PPO: {max_iters} iterations in {ppo_minutes:.1f} min")
+
+results = evaluate(ppo_minutes)
+best_val_loss = results.get('val_loss_policy', best_val_loss)
+save(max_iters)
+print(f"saved the policy to {os.path.join(out_dir, 'ckpt.pt')}")

@@ -1,0 +1,173 @@
+"""
+Train a reward model: a GPT with a scalar head (ppo.ScalarHeadGPT) on preference pairs, with the
+Bradley-Terry loss -log sigmoid(r(chosen) - r(rejected)) (Christiano et al. 2017, InstructGPT), where
+r is the sum of the head's scalars over the completion's tokens after the prompt (see rewards.py). rlhf.py then
+uses it with --reward=<this out_dir>.
+
+$ python data/preferences/prepare.py                        # pairs of the model's samples, labelled by VADER
+$ python train_reward.py config/train_reward_shakespeare.py  # -> out-reward-shakespeare/ckpt.pt
+$ python rlhf.py config/rlhf_happy_shakespeare.py --reward=out-reward-shakespeare
+
+Preference files are jsonl, one {"prompt": ..., "chosen": ..., "rejected": ...} per line. The trunk
+starts from a language model, as in InstructGPT (init_from: an out_dir holding ckpt.pt, a GPT-2 name or
+a local HF directory), and keeps its vocabulary; or from scratch with a dataset's vocabulary. A reward
+needs not share the policy's vocabulary: it reads text. Every eval_interval steps the loss and accuracy
+(the fraction of pairs ranked the right way round) on all held-out pairs go to stdout and log.jsonl.
+"""
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+import training
+from checkpoint import save_checkpoint, tokenizer_for
+from configurator import configure
+from model import GPT, GPTConfig
+from ppo import ScalarHeadGPT, load_gpt
+from rewards import bradley_terry_loss, completion_scores, load_preferences
+from tokenizer import for_dataset
+
+# -----------------------------------------------------------------------------
+out_dir = 'out-reward'
+init_from = 'scratch'  # 'scratch', or a language model: an out_dir holding ckpt.pt, a GPT-2 name or a local HF directory
+# a model from scratch (init_from='scratch'): the vocabulary of `dataset` (its meta.pkl, else GPT-2 BPE)
+dataset = 'shakespeare'
+n_layer = 1
+n_head = 2
+n_embd = 64
+block_size = 64
+bias = False
+train_file = 'data/preferences/train.jsonl'
+val_file = 'data/preferences/val.jsonl'  # held-out pairs: accuracy is measured here
+eval_interval = 100
+log_interval = 10
+wandb_log = False
+wandb_project = 'reward'
+wandb_run_name = 'bt'
+batch_size = 32  # pairs per step
+max_iters = 500
+learning_rate = 3e-4
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+dropout = 0.1
+device = 'cpu'  # 'auto', 'cpu', 'cuda', ...
+dtype = 'float32'  # 'float32', 'bfloat16', 'float16' or 'auto'
+seed = 1337
+# -----------------------------------------------------------------------------
+config = configure(globals())
+# -----------------------------------------------------------------------------
+
+device = training.resolve_device(device)
+device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
+ctx = training.autocast_context(device_type, training.resolve_dtype(dtype, device_type))
+torch.manual_seed(seed)
+rng = np.random.default_rng(seed)
+
+# the trunk and its vocabulary
+if init_from == 'scratch':
+    tokenizer = for_dataset(dataset)
+    gpt = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                        vocab_size=tokenizer.vocab_size, dropout=dropout))
+else:
+    gpt, start_checkpoint = load_gpt(init_from, dropout)
+    tokenizer = tokenizer_for(start_checkpoint)
+    dataset = (start_checkpoint or {}).get('config', {}).get('dataset', '')
+config['dataset'] = dataset  # where tokenizer_for finds the vocabulary again
+model = ScalarHeadGPT(gpt).to(device)
+block_size = gpt.config.block_size
+
+
+def encode_pairs(path):
+    """Token lists (prompt, chosen, rejected) of every pair in a preference file, checked against the context."""
+    encoded = []
+    for n, pair in enumerate(load_preferences(path), 1):
+        try:
+            prompt, chosen, rejected = (tokenizer.encode(pair[k]) for k in ('prompt', 'chosen', 'rejected'))
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: {e}") from None
+        if not chosen or not rejected:
+            raise ValueError(f"{path}:{n}: an empty chosen or rejected completion")
+        longest = len(prompt) + max(len(chosen), len(rejected))
+        if longest > block_size:
+            raise ValueError(f"{path}:{n}: prompt + completion is {longest} tokens, more than the model's context "
+                             f"of {block_size}")
+        encoded.append((prompt, chosen, rejected))
+    return encoded
+
+
+def pair_loss(model, pairs):
+    """Bradley-Terry loss and accuracy of a batch of encoded pairs."""
+    with ctx:
+        chosen = completion_scores(model, [(p, c) for p, c, _ in pairs])
+        rejected = completion_scores(model, [(p, r) for p, _, r in pairs])
+    return bradley_terry_loss(chosen, rejected)
+
+
+@torch.no_grad()
+def evaluate():
+    """Loss and accuracy over every held-out pair."""
+    model.eval()
+    total_loss, total_acc = 0.0, 0.0
+    for i in range(0, len(val_pairs), batch_size):
+        chunk = val_pairs[i:i + batch_size]
+        loss, acc = pair_loss(model, chunk)
+        total_loss += loss.item() * len(chunk)
+        total_acc += acc.item() * len(chunk)
+    model.train()
+    return total_loss / len(val_pairs), total_acc / len(val_pairs)
+
+
+train_pairs, val_pairs = encode_pairs(train_file), encode_pairs(val_file)
+print(f"{len(train_pairs)} training pairs ({train_file}), {len(val_pairs)} held-out pairs ({val_file})")
+
+optimizer = gpt.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+optimizer.add_param_group({'params': list(model.head.parameters()), 'weight_decay': 0.0})
+os.makedirs(out_dir, exist_ok=True)
+log_path = os.path.join(out_dir, 'log.jsonl')
+open(log_path, 'w').close()
+if wandb_log:
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+
+start_time = time.time()
+model.train()
+for iter_num in range(max_iters + 1):
+    if iter_num % eval_interval == 0 or iter_num == max_iters:
+        val_loss, val_acc = evaluate()
+        print(f"step {iter_num}: held-out loss {val_loss:.4f}, accuracy {val_acc:.3f} ({time.time() - start_time:.1f}s)")
+        record = {'iter': iter_num, 'val_loss': val_loss, 'val_accuracy': val_acc, 'elapsed_s': time.time() - start_time}
+        with open(log_path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+        if wandb_log:
+            wandb.log(record)
+    if iter_num == max_iters:
+        break
+    batch = [train_pairs[i] for i in rng.integers(0, len(train_pairs), size=batch_size)]
+    loss, acc = pair_loss(model, batch)
+    loss.backward()
+    if grad_clip > 0.0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if not np.isfinite(loss.item()):
+        raise ValueError(f"the loss became {loss.item()} at iter {iter_num}: lower learning_rate")
+    if iter_num % log_interval == 0:
+        print(f"iter {iter_num}: loss {loss.item():.4f}, batch accuracy {acc.item():.3f}")
+
+c = gpt.config
+save_checkpoint({
+    'model': gpt.state_dict(),
+    'head': model.head.state_dict(),  # the scalar head; 'model' stays a plain GPT
+    'model_args': dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
+                       bias=c.bias, vocab_size=c.vocab_size, dropout=c.dropout),
+    'optimizer': optimizer.state_dict(),
+    'iter_num': max_iters,
+    'best_val_loss': val_loss,
+    'val_accuracy': val_acc,
+    'config': config,
+}, os.path.join(out_dir, 'ckpt.pt'))
+print(f"held-out accuracy {val_acc:.3f} on {len(val_pairs)} pairs; saved the reward model to {out_dir}/ckpt.pt")
