@@ -68,15 +68,14 @@ seed = 1337
 
 
 def peak_for_mfu(device_type, dtype, device):
-    """The FLOP/s the MFU figure is measured against, and a phrase saying where it came from."""
+    """The FLOP/s the MFU figure is measured against (training.peak_flops, as train.py), and where it came from."""
     if device_type == 'cuda':
         name = torch.cuda.get_device_name(device)
         if any(key in name for key in training.GPU_PEAK_FLOPS):
             return training.peak_flops(device_type, dtype, device), f"{name}'s published dense bf16 figure"
     n = peak_matmul_size
-    rates = [training.measure_matmul_flops(device, dtype, n=n, seconds=0.3) for _ in range(peak_repeats)]
-    print(f"matmul {n}x{n} {dtype} bursts: {', '.join(f'{r / 1e9:.1f}' for r in rates)} GFLOP/s")
-    return max(rates), f"measured: best of {peak_repeats} bursts of {n}x{n} {dtype} matmuls on {device}"
+    peak = training.peak_flops(device_type, dtype, device, n=n, repeats=peak_repeats)
+    return peak, f"measured: best of {peak_repeats} bursts of {n}x{n} {dtype} matmuls on {device}"
 
 
 def load_note():

@@ -5,7 +5,6 @@ $ python sample.py --out_dir=out-shakespeare-char-cpu
 $ python sample.py --init_from=gpt2-xl --start="What is the answer to life?" --num_samples=3
 $ python sample.py --init_from=/path/to/hf/gpt2 --start=FILE:prompt.txt --temperature=0
 """
-import os
 import sys
 
 import torch

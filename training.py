@@ -221,18 +221,20 @@ GPU_PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'L4': 121e12, 
                   'RTX 4090': 165e12, 'RTX 3090': 71e12, 'V100': 125e12}  # dense bf16/fp16 tensor cores
 
 
-def peak_flops(device_type, dtype, device=None):
+def peak_flops(device_type, dtype, device=None, n=2048, repeats=3):
     """The peak the MFU figure is measured against: the GPU's published dense bf16 figure (A100 312,
-    H100 989 TFLOP/s), or on other devices a rate measured here with a large matmul at `dtype`."""
+    H100 989 TFLOP/s), or on other devices the best of `repeats` bursts of n x n matmuls at `dtype`
+    measured here (best, not mean: on a shared machine a burst can only lose time to other jobs).
+    train.py and bench.py both call this, so their MFU figures use the same peak."""
     if device_type == 'cuda':
         name = torch.cuda.get_device_name(device)
         for key, flops in GPU_PEAK_FLOPS.items():
             if key in name:
                 return flops
-    return measure_matmul_flops(device or device_type, dtype)
+    return max(measure_matmul_flops(device or device_type, dtype, n) for _ in range(repeats))
 
 
-def measure_matmul_flops(device, dtype, n=1024, seconds=0.3):
+def measure_matmul_flops(device, dtype, n=2048, seconds=0.3):
     """FLOP/s of repeated (n x n) @ (n x n) matmuls at dtype: this machine's practical peak."""
     gen = torch.Generator(device).manual_seed(0)  # its own: the global RNG draws training's dropout masks
     a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen)

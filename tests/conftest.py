@@ -30,11 +30,12 @@ def run_script(*args, cwd=REPO, timeout=600, check=True, env=None):
 
 
 def assert_one_line_error(proc, *fragments):
-    """A user error: non-zero exit, `error: ...` on stderr, no traceback."""
-    assert proc.returncode != 0, proc.stdout[-2000:]
+    """A user error: exit code 2 (configurator's error hook), exactly one `error: ...` line on stderr
+    containing every fragment, and no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     assert 'Traceback' not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
-    assert lines, proc.stderr
+    assert len(lines) == 1, proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]

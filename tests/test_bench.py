@@ -1,6 +1,5 @@
 """bench.py, run as a user runs it: the figures it prints, its errors, and the quickstart output parser."""
 import json
-import os
 import re
 
 import bench

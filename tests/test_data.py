@@ -3,7 +3,6 @@ one-line errors for bad input, atomic writes. No network: tiktoken and Hugging F
 import http.server
 import json
 import os
-import pickle
 import random
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import assert_one_line_error, run_script
 from data import common
 from tokenizer import DATA_DIR, REPO_DIR, Tokenizer
 
@@ -32,25 +32,13 @@ def offline_env(tmp_path_factory):
 
 def run(env, script, *args, cwd=None, extra_env=None):
     """python data/<script>/prepare.py args, exactly as a user runs it (from a directory that is not the repo)."""
-    path = os.path.join(DATA_DIR, script, 'prepare.py')
-    return subprocess.run([sys.executable, path, *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd or os.path.dirname(REPO_DIR), env={**env, **(extra_env or {})})
+    return run_script(os.path.join(DATA_DIR, script, 'prepare.py'), *args, cwd=cwd or os.path.dirname(REPO_DIR),
+                      timeout=300, check=False, env={**env, **(extra_env or {})})
 
 
 def ok(result):
     assert result.returncode == 0, result.stderr
     return result
-
-
-def one_line_error(result, *needles):
-    """A non-zero exit with a single 'error: ...' line on stderr that contains every needle."""
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert 'Traceback' not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def read_bin(path):
@@ -122,17 +110,17 @@ def test_text_prepare_char_matches_shakespeare_char(offline_env, tmp_path):
 # bad input: one line, exit code 2, no traceback
 
 def test_text_bad_inputs(offline_env, tmp_path):
-    one_line_error(run(offline_env, 'text'), '--input=')
-    one_line_error(run(offline_env, 'text', f'--input={tmp_path / "missing.txt"}'), 'missing.txt', 'no such file')
+    assert_one_line_error(run(offline_env, 'text'), '--input=')
+    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "missing.txt"}'), 'missing.txt', 'no such file')
     (tmp_path / 'empty.txt').write_text('')
-    one_line_error(run(offline_env, 'text', f'--input={tmp_path / "empty.txt"}'), 'empty.txt', 'no text')
+    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "empty.txt"}'), 'empty.txt', 'no text')
     (tmp_path / 'nothing').mkdir()
-    one_line_error(run(offline_env, 'text', f'--input={tmp_path / "nothing"}'), 'nothing', 'no .txt files')
+    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "nothing"}'), 'nothing', 'no .txt files')
     (tmp_path / 'tiny.txt').write_text('x')
-    one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}'), 'too little')
-    one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}', '--tokenizer=bpe'), "'bpe'")
-    one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}', '--val_fraction=1.5'), 'val_fraction')
-    one_line_error(run(offline_env, 'text', '--inptu=x'), 'did you mean input')
+    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}'), 'too little')
+    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}', '--tokenizer=bpe'), "'bpe'")
+    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}', '--val_fraction=1.5'), 'val_fraction')
+    assert_one_line_error(run(offline_env, 'text', '--inptu=x'), 'did you mean input')
 
 
 def test_text_not_utf8_names_file_and_offset(offline_env, tmp_path):
@@ -140,20 +128,20 @@ def test_text_not_utf8_names_file_and_offset(offline_env, tmp_path):
     bad.write_bytes('caf\u00e9 au lait, '.encode('utf-8') * 3 + 'na\u00efve'.encode('latin-1'))
     offset = len('caf\u00e9 au lait, '.encode('utf-8') * 3) + 2
     out = tmp_path / 'out'
-    one_line_error(run(offline_env, 'text', f'--input={bad}', f'--out_dir={out}'),
+    assert_one_line_error(run(offline_env, 'text', f'--input={bad}', f'--out_dir={out}'),
                    str(bad), f'byte offset {offset}', '--errors=replace')
     assert not out.exists()
     ok(run(offline_env, 'text', f'--input={bad}', f'--out_dir={out}', '--errors=replace'))
     tok = Tokenizer.gpt2()
     assert tok.decode(read_bin(out / 'train.bin')) + tok.decode(read_bin(out / 'val.bin')) == \
         bad.read_bytes().decode('utf-8', 'replace')
-    one_line_error(run(offline_env, 'text', f'--input={bad}', '--errors=skip'), "'skip'")
+    assert_one_line_error(run(offline_env, 'text', f'--input={bad}', '--errors=skip'), "'skip'")
 
 
 def test_vocabulary_too_big_for_uint16(offline_env, tmp_path):
     chars = [chr(c) for c in range(0x100, 0x100 + 70_000 + 2048) if not 0xd800 <= c <= 0xdfff][:70_000]
     (tmp_path / 'many.txt').write_text(''.join(chars), encoding='utf-8')
-    one_line_error(run(offline_env, 'text', f'--input={tmp_path / "many.txt"}', '--tokenizer=char',
+    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "many.txt"}', '--tokenizer=char',
                        f'--out_dir={tmp_path / "out"}'), '70,000 tokens', 'uint16')
     assert not (tmp_path / 'out').exists()
     common.check_vocab_fits_uint16(65_535)
@@ -320,21 +308,21 @@ def test_openwebtext_other_local_formats(offline_env, tmp_path, kind):
 
 def test_openwebtext_bad_inputs(offline_env, tmp_path):
     out = f'--out_dir={tmp_path / "out"}'
-    one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "nope"}', out), 'nope', 'no such file')
+    assert_one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "nope"}', out), 'nope', 'no such file')
     (tmp_path / 'empty').mkdir()
-    one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "empty"}', out), 'no .txt')
+    assert_one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "empty"}', out), 'no .txt')
     (tmp_path / 'bad').mkdir()
     (tmp_path / 'bad' / 'a.txt').write_text('fine\n')
     (tmp_path / 'bad' / 'b.txt').write_bytes(b'ok so far \xff\xfe')
-    one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "bad"}', out),
+    assert_one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "bad"}', out),
                    str(tmp_path / 'bad' / 'b.txt'), 'byte offset 10', '--errors=replace')
     with open(tmp_path / 'bad.jsonl', 'wb') as f:
         f.write(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
-    one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "bad.jsonl"}', out),
+    assert_one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "bad.jsonl"}', out),
                    'bad.jsonl', 'byte offset 30')
     with open(tmp_path / 'notext.jsonl', 'w') as f:
         f.write('{"body": "a"}\n{"body": "b"}\n')
-    one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "notext.jsonl"}', out), "no 'text' column")
+    assert_one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "notext.jsonl"}', out), "no 'text' column")
     assert not (tmp_path / 'out').exists()  # failures write nothing
     ok(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "bad.jsonl"}', out, '--errors=replace'))
     texts = [Tokenizer.gpt2().decode(read_bin(tmp_path / 'out' / f'{split}.bin')) for split in ('train', 'val')]
@@ -345,5 +333,5 @@ def test_openwebtext_hub_offline_is_one_quick_line(offline_env, tmp_path):
     # no network: an endpoint that refuses connections stands in for it
     env = {k: v for k, v in offline_env.items() if k not in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE')}
     result = run(env, 'openwebtext', f'--out_dir={tmp_path}', extra_env={'HF_ENDPOINT': 'http://127.0.0.1:9'})
-    one_line_error(result, "'openwebtext'", '--dataset=<folder or glob')
-    one_line_error(run(offline_env, 'openwebtext', f'--out_dir={tmp_path}'), "'openwebtext'", '--dataset=<folder or glob')
+    assert_one_line_error(result, "'openwebtext'", '--dataset=<folder or glob')
+    assert_one_line_error(run(offline_env, 'openwebtext', f'--out_dir={tmp_path}'), "'openwebtext'", '--dataset=<folder or glob')

@@ -3,7 +3,6 @@ arithmetic on hand-worked examples, tiny runs that learn a trivial reward and a 
 the checkpoint's compatibility with sample.py / train.py, and bad input."""
 import copy
 import json
-import os
 
 import numpy as np
 import pytest

@@ -1,11 +1,9 @@
 """train.py, run as a user runs it: learning, DDP equivalence, exact resume, eval_only, bad input."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
