@@ -25,7 +25,7 @@ import ppo
 import training
 from checkpoint import load_model, save_checkpoint, tokenizer_for
 from configurator import configure
-from rewards import get_reward
+from rewards import RewardModel, get_reward
 from tokenizer import for_dataset
 
 # -----------------------------------------------------------------------------
@@ -45,6 +45,10 @@ prompt_len = 16  # tokens per prompt window cut from the dataset
 max_new_tokens = 48  # completion length; prompt + completion must fit the model's context
 # reward (rewards.py): 'sentiment', 'count:<chars>', or the out_dir of a reward model from train_reward.py
 reward = 'sentiment'
+# PPO sees (reward - mean) / std, both measured on the starting model's samples before training (Ziegler et al.
+# 2019): a reward model's scale is arbitrary, and without this its raw scores, not target_kl, decide how far the
+# policy moves. 'auto' = for reward models only (sentiment and count have a fixed scale), 'always', 'never'
+normalize_reward = 'auto'
 # PPO
 max_iters = 200  # PPO iterations: one rollout batch and its updates each
 batch_size = 64  # rollouts per iteration
@@ -83,6 +87,8 @@ ctx = training.autocast_context(device_type, training.resolve_dtype(dtype, devic
 for name in ('max_iters', 'batch_size', 'minibatch_size', 'ppo_epochs', 'prompt_len', 'max_new_tokens', 'eval_samples'):
     if globals()[name] < 1:
         raise ValueError(f"{name} must be at least 1, got {globals()[name]}")
+if normalize_reward not in ('auto', 'always', 'never'):
+    raise ValueError(f"normalize_reward must be 'auto', 'always' or 'never', got '{normalize_reward}'")
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
 reward_fn = get_reward(reward, device)  # first: a misspelt reward should not wait for the models
@@ -166,13 +172,32 @@ def draw_prompts(count, split, generator):
 # -----------------------------------------------------------------------------
 # one PPO iteration
 
+def score_completions(seq, starts, prompts):
+    """The reward of each completion in seq (B, T) (as generate_completions returns it): a (B,) tensor."""
+    return torch.tensor([reward_fn(tokenizer.decode(row[s:s + max_new_tokens]), tokenizer.decode(p))
+                         for row, s, p in zip(seq.tolist(), starts.tolist(), prompts)], device=device)
+
+
+@torch.no_grad()
+def reward_statistics(n):
+    """(mean, std) of the reward over n completions of the starting model: the shift and scale PPO's rewards
+    are normalized with. Drawn from a generator of its own, so training's prompts do not depend on it."""
+    generator = np.random.default_rng([seed, 2])
+    scores = []
+    for i in range(0, n, batch_size):
+        prompts = draw_prompts(min(batch_size, n - i), 'train', generator)
+        seq, starts = ppo.generate_completions(reference, prompts, max_new_tokens, device)
+        scores.append(score_completions(seq, starts, prompts))
+    scores = torch.cat(scores)
+    return scores.mean().item(), max(scores.std().item(), 1e-8)
+
+
 @torch.no_grad()
 def rollout(kl_coef):
     """Sample completions for a batch of prompts and score them: everything the updates need, (B, N) each."""
     prompts = draw_prompts(batch_size, 'train', rng)
     seq, starts = ppo.generate_completions(model.gpt, prompts, max_new_tokens, device)
-    scores = torch.tensor([reward_fn(tokenizer.decode(row[s:s + max_new_tokens]), tokenizer.decode(p))
-                           for row, s, p in zip(seq.tolist(), starts.tolist(), prompts)], device=device)
+    scores = score_completions(seq, starts, prompts)
     pos = ppo.completion_positions(starts, max_new_tokens)  # (B, N)
     tokens = seq.gather(1, pos + 1)  # (B, N) the sampled completion tokens
     logp, values, entropy, ref_logp = [], [], [], []
@@ -185,7 +210,7 @@ def rollout(kl_coef):
             entropy.append(ent)
             ref_logp.append(ppo.completion_logprobs(reference, seq[mb], starts[mb], max_new_tokens))
     logp, values, entropy, ref_logp = (torch.cat(t) for t in (logp, values, entropy, ref_logp))
-    rewards, kl = ppo.kl_penalized_rewards(scores, logp, ref_logp, kl_coef)
+    rewards, kl = ppo.kl_penalized_rewards((scores - reward_shift) / reward_scale, logp, ref_logp, kl_coef)
     advantages, returns = ppo.gae(rewards, values, gamma, lam)
     return dict(seq=seq, pos=pos, tokens=tokens, logp=logp, values=values, advantages=ppo.whiten(advantages),
                 returns=returns, scores=scores, kl=kl.sum(1), entropy=entropy)
@@ -296,9 +321,15 @@ def save(iter_num):
         'config': config,
         'value_head': model.head.state_dict(),  # not in 'model': sample.py builds a plain GPT
         'kl_coef': kl_ctl.value,
+        'reward_normalization': {'mean': reward_shift, 'std': reward_scale},
     }, os.path.join(out_dir, 'ckpt.pt'))
 
 
+reward_shift, reward_scale = 0.0, 1.0
+if normalize_reward == 'always' or (normalize_reward == 'auto' and isinstance(reward_fn, RewardModel)):
+    reward_shift, reward_scale = reward_statistics(2 * batch_size)
+    print(f"the reward on {2 * batch_size} samples of the start: mean {reward_shift:.4f}, std {reward_scale:.4f}; "
+          f"PPO sees (reward - mean) / std")
 print(f"PPO from {init_from} with reward '{reward}': {max_iters} iterations of {batch_size} rollouts "
       f"of {max_new_tokens} tokens")
 start_time = time.time()

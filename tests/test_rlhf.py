@@ -156,6 +156,7 @@ def test_tiny_ppo_run_raises_a_trivial_reward(tiny_start, tmp_path):
     model, ckpt = load_model('resume', str(out))
     assert not any('head' in k and 'lm_head' not in k for k in ckpt['model']) and 'value_head' in ckpt
     assert ckpt['iter_num'] == 12 and tokenizer_for(ckpt).vocab_size == 65
+    assert ckpt['reward_normalization'] == {'mean': 0.0, 'std': 1.0}  # 'auto': a fixed-scale reward stays as it is
     proc = run('train.py', '--init_from=resume', '--eval_only=True', f'--out_dir={out}',
                       '--dataset=shakespeare_char', '--device=cpu', '--compile=False', '--block_size=32',
                       '--eval_iters=2', '--batch_size=4')
@@ -181,11 +182,14 @@ def test_reward_model_learns_a_trivial_preference_and_drives_ppo(tiny_start, tmp
     assert log[-1]['val_accuracy'] >= 0.9, log
     reward = RewardModel(str(rm))
     assert reward('aeiuoa', 'hello wo') > reward('bcdfgh', 'hello wo')
-    # rlhf.py takes the reward model by its out_dir
+    # rlhf.py takes the reward model by its out_dir, and normalizes its arbitrary scale on the start's samples
     out = tmp_path / 'ppo'
-    run('rlhf.py', f'--init_from={tiny_start}', f'--out_dir={out}', f'--reward={rm}', *FAST, '--max_iters=2',
+    proc = run('rlhf.py', f'--init_from={tiny_start}', f'--out_dir={out}', f'--reward={rm}', *FAST, '--max_iters=2',
                '--batch_size=8', '--minibatch_size=4', '--prompt_len=4', '--max_new_tokens=8', '--eval_samples=8')
     assert len(read_jsonl(out / 'log.jsonl')) == 2
+    norm = load_model('resume', str(out))[1]['reward_normalization']
+    assert f"mean {norm['mean']:.4f}, std {norm['std']:.4f}" in proc.stdout
+    assert norm['std'] > 0 and (norm['mean'], norm['std']) != (0.0, 1.0)
 
 
 def test_preference_data_follows_its_labelling_rule(tiny_start, tmp_path):
