@@ -332,6 +332,7 @@ if normalize_reward == 'always' or (normalize_reward == 'auto' and isinstance(re
           f"PPO sees (reward - mean) / std")
 print(f"PPO from {init_from} with reward '{reward}': {max_iters} iterations of {batch_size} rollouts "
       f"of {max_new_tokens} tokens")
+stopper = training.GracefulStop()  # Ctrl-C / SIGTERM: finish the iteration, save the policy, exit
 start_time = time.time()
 model.eval()
 for iter_num in range(1, max_iters + 1):
@@ -353,10 +354,16 @@ for iter_num in range(1, max_iters + 1):
         print(f"iter {iter_num}: reward {record['reward']:.3f}, kl {record['kl']:.2f}, beta {record['kl_coef']:.3f}, "
               f"entropy {record['entropy']:.2f}, clipfrac {clipfrac:.3f}, value loss {vf_loss:.4f}, "
               f"time {(time.time() - t0) * 1000:.0f}ms")
+    if stopper.requested and iter_num < max_iters:
+        save(iter_num)
+        print(f"stopped by signal after iteration {iter_num}: the policy so far is in {out_dir}/ckpt.pt; evaluate "
+              f"it with --eval_only=True --out_dir={out_dir}")
+        raise SystemExit(130)
     if save_interval and iter_num % save_interval == 0 and iter_num < max_iters:
         save(iter_num)
 ppo_minutes = (time.time() - start_time) / 60
 print(f"PPO: {max_iters} iterations in {ppo_minutes:.1f} min")
+save(max_iters)  # before the evaluation, which takes a while: the trained policy is never at risk
 
 results = evaluate(ppo_minutes)
 best_val_loss = results.get('val_loss_policy', best_val_loss)

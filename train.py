@@ -16,7 +16,6 @@ $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123
 import json
 import math
 import os
-import signal
 import time
 
 import torch
@@ -206,16 +205,7 @@ def log_eval(record):
 
 
 # Ctrl-C and SIGTERM (a scheduler pre-empting the job) finish the current step, save, then exit
-stop_signal = None
-
-
-def request_stop(signum, frame):
-    global stop_signal
-    stop_signal = signum
-
-
-signal.signal(signal.SIGINT, request_stop)
-signal.signal(signal.SIGTERM, request_stop)
+stopper = training.GracefulStop()
 
 # training loop
 batches = training.train_batches(data_dir, seed, iter_num, batch_size, block_size, gradient_accumulation_steps,
@@ -272,7 +262,7 @@ while True:
               f"tok/s {tokens_per_iter / dt:,.0f}, mfu {running_mfu * 100:.2f}%")
 
     # a stop request (Ctrl-C, SIGTERM) on any rank stops every rank after the same step
-    stop = stop_signal is not None
+    stop = stopper.requested
     if ddp:
         stop_flags = torch.tensor([float(stop)], device=device)
         torch.distributed.all_reduce(stop_flags)

@@ -10,6 +10,7 @@ seen had it never stopped.
 """
 import math
 import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -188,6 +189,23 @@ def train_step(model, optimizer, scaler, batches, micro_steps, ctx, grad_clip, l
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return total
+
+
+class GracefulStop:
+    """Ctrl-C and SIGTERM (a scheduler pre-empting the job) set `signum` instead of killing the process,
+    so a training loop can finish its step, save, and exit (train.py, rlhf.py): no work is lost."""
+
+    def __init__(self):
+        self.signum = None
+        signal.signal(signal.SIGINT, self._request)
+        signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum, frame):
+        self.signum = signum
+
+    @property
+    def requested(self):
+        return self.signum is not None
 
 
 # -----------------------------------------------------------------------------

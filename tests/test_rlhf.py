@@ -3,6 +3,9 @@ arithmetic on hand-worked examples, tiny runs that learn a trivial reward and a 
 the checkpoint's compatibility with sample.py / train.py, and bad input."""
 import copy
 import json
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import torch
 
 import ppo
 from checkpoint import load_model, save_checkpoint, tokenizer_for
-from conftest import assert_one_line_error, run_script
+from conftest import REPO, assert_one_line_error, run_script, script_env
 from model import GPT, GPTConfig
 from rewards import CharCount, RewardModel, bradley_terry_loss, get_reward
 
@@ -161,6 +164,24 @@ def test_tiny_ppo_run_raises_a_trivial_reward(tiny_start, tmp_path):
                       '--dataset=shakespeare_char', '--device=cpu', '--compile=False', '--block_size=32',
                       '--eval_iters=2', '--batch_size=4')
     assert 'val loss' in proc.stdout
+
+
+def test_interrupted_ppo_run_saves_the_policy_so_far(tiny_start, tmp_path):
+    out = tmp_path / 'ppo'
+    cmd = [sys.executable, 'rlhf.py', f'--init_from={tiny_start}', f'--out_dir={out}', '--reward=count:e', *FAST,
+           '--max_iters=500', '--batch_size=8', '--minibatch_size=4', '--prompt_len=4', '--max_new_tokens=8',
+           '--save_interval=0']
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=script_env(ONE_THREAD))
+    for line in proc.stdout:  # SIGTERM (a scheduler pre-empting the job) once iteration 3 is logged
+        if line.startswith('iter 3:'):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and 'stopped by signal after iteration' in rest, rest + err
+    ckpt = load_model('resume', str(out))[1]
+    assert 3 <= ckpt['iter_num'] < 500 and len(read_jsonl(out / 'log.jsonl')) == ckpt['iter_num']
+    assert not (out / 'eval.json').exists()  # stopped before the evaluation: --eval_only=True runs it
 
 
 def test_reward_model_learns_a_trivial_preference_and_drives_ppo(tiny_start, tmp_path):
