@@ -84,7 +84,8 @@ config = configure(globals())
 device = training.resolve_device(device)
 device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
 ctx = training.autocast_context(device_type, training.resolve_dtype(dtype, device_type))
-for name in ('max_iters', 'batch_size', 'minibatch_size', 'ppo_epochs', 'prompt_len', 'max_new_tokens', 'eval_samples'):
+for name in ('max_iters', 'batch_size', 'minibatch_size', 'ppo_epochs', 'prompt_len', 'max_new_tokens', 'eval_samples',
+             'eval_iters', 'eval_batch_size', 'log_interval'):
     if globals()[name] < 1:
         raise ValueError(f"{name} must be at least 1, got {globals()[name]}")
 if normalize_reward not in ('auto', 'always', 'never'):
@@ -114,9 +115,9 @@ data_dir = None
 if dataset:
     data_dir = training.check_dataset(dataset, block_size)
     data_tok = for_dataset(dataset)
-    if (data_tok.name, data_tok.vocab_size) != (tokenizer.name, tokenizer.vocab_size):
-        raise ValueError(f"dataset '{dataset}' uses a {data_tok.name} vocabulary of {data_tok.vocab_size} tokens but "
-                         f"the policy was trained with a {tokenizer.name} one of {tokenizer.vocab_size}: pick the "
+    if not data_tok.same_as(tokenizer):
+        raise ValueError(f"dataset '{dataset}' uses another vocabulary ({data_tok.name}, {data_tok.vocab_size} tokens) "
+                         f"than the policy was trained with ({tokenizer.name}, {tokenizer.vocab_size}): pick the "
                          f"dataset the model was trained on")
 elif not prompt_file:
     raise ValueError(f"no prompts: init_from={init_from} names no dataset, so set dataset=<a prepared dataset> "
@@ -132,7 +133,7 @@ def read_prompt_file(path):
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            text = line.rstrip('\n')
+            text = line.rstrip('\r\n')
             if path.endswith('.jsonl'):
                 try:
                     text = json.loads(line)['prompt']
@@ -255,6 +256,9 @@ def evaluate(ppo_minutes=None):
         torch.manual_seed(seed)  # the same sampling noise for both
         texts, scores, kls = [], [], []
         for i in range(0, eval_samples, batch_size):
+            if stopper.requested:  # the policy is already saved: only the evaluation is cut short
+                print(f"stopped by signal during the evaluation; evaluate {out_dir}/ckpt.pt again with --eval_only=True")
+                raise SystemExit(130)
             chunk = prompts[i:i + batch_size]
             seq, starts = ppo.generate_completions(gpt, chunk, max_new_tokens, device)
             for row, s, p in zip(seq.tolist(), starts.tolist(), chunk):
@@ -271,6 +275,7 @@ def evaluate(ppo_minutes=None):
             losses = training.estimate_loss(gpt, data_dir, eval_iters, eval_batch_size, block_size,
                                             gpt.config.vocab_size, seed, ctx, device)
             out[f'val_loss_{name}'] = losses['val']
+            gpt.eval()  # estimate_loss leaves its model in train mode; the reference is compared against next
     out['kl'] = float(np.mean(kls))
     for name in ('start', 'policy'):
         print(f"--- {name} samples (prompt | completion)")
@@ -288,6 +293,7 @@ def evaluate(ppo_minutes=None):
     return out
 
 
+stopper = training.GracefulStop()  # Ctrl-C / SIGTERM: finish the iteration (or evaluation chunk), save, exit
 if eval_only:
     os.makedirs(out_dir, exist_ok=True)
     evaluate()
@@ -304,8 +310,7 @@ os.makedirs(out_dir, exist_ok=True)
 log_path = os.path.join(out_dir, 'log.jsonl')
 open(log_path, 'w').close()
 if wandb_log:
-    import wandb
-    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+    wandb = training.init_wandb(wandb_project, wandb_run_name, config)
 best_val_loss = (start_checkpoint or {}).get('best_val_loss', 1e9)
 
 
@@ -332,7 +337,6 @@ if normalize_reward == 'always' or (normalize_reward == 'auto' and isinstance(re
           f"PPO sees (reward - mean) / std")
 print(f"PPO from {init_from} with reward '{reward}': {max_iters} iterations of {batch_size} rollouts "
       f"of {max_new_tokens} tokens")
-stopper = training.GracefulStop()  # Ctrl-C / SIGTERM: finish the iteration, save the policy, exit
 start_time = time.time()
 model.eval()
 for iter_num in range(1, max_iters + 1):

@@ -130,6 +130,11 @@ class Tokenizer:
         meta = {'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': {c: i for i, c in enumerate(chars)}}
         return cls('char', len(chars), meta=meta)
 
+    def same_as(self, other):
+        """True when both map ids to the same text: the same kind, size and (for char) the same characters."""
+        return ((self.name, self.vocab_size) == (other.name, other.vocab_size)
+                and (self.name != 'char' or self.meta['itos'] == other.meta['itos']))
+
     @classmethod
     def from_meta(cls, path):
         """The character vocabulary saved in a nanoGPT meta.pkl."""

@@ -169,12 +169,7 @@ if ddp:
 
 # logging
 if wandb_log and master_process:
-    try:
-        import wandb
-    except ImportError:
-        raise ValueError("wandb_log=True needs wandb: `pip install wandb` (WANDB_MODE=offline logs without an "
-                         "account); every eval is also in out_dir/log.jsonl") from None
-    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+    wandb = training.init_wandb(wandb_project, wandb_run_name, config)
 peak = training.peak_flops(device_type, dtype, device) if master_process else None
 if master_process:
     print(f"MFU is measured against a peak of {peak / 1e12:.3f} TFLOP/s ({device_type}, {dtype})")

@@ -64,6 +64,9 @@ config = configure(globals())
 device = training.resolve_device(device)
 device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
 ctx = training.autocast_context(device_type, training.resolve_dtype(dtype, device_type))
+for name in ('batch_size', 'max_iters', 'eval_interval', 'log_interval'):
+    if globals()[name] < 1:
+        raise ValueError(f"{name} must be at least 1, got {globals()[name]}")
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
 
@@ -130,8 +133,7 @@ os.makedirs(out_dir, exist_ok=True)
 log_path = os.path.join(out_dir, 'log.jsonl')
 open(log_path, 'w').close()
 if wandb_log:
-    import wandb
-    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+    wandb = training.init_wandb(wandb_project, wandb_run_name, config)
 
 start_time = time.time()
 model.train()

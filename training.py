@@ -10,6 +10,7 @@ seen had it never stopped.
 """
 import math
 import os
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -191,6 +192,17 @@ def train_step(model, optimizer, scaler, batches, micro_steps, ctx, grad_clip, l
     return total
 
 
+def init_wandb(project, run_name, config):
+    """wandb.init, or a one-line error saying how to get wandb (it is optional, not in requirements.txt)."""
+    try:
+        import wandb
+    except ImportError:
+        raise ValueError("wandb_log=True needs wandb: `pip install wandb` (WANDB_MODE=offline logs without an "
+                         "account); every record is also in out_dir/log.jsonl") from None
+    wandb.init(project=project, name=run_name, config=config)
+    return wandb
+
+
 class GracefulStop:
     """Ctrl-C and SIGTERM (a scheduler pre-empting the job) set `signum` instead of killing the process,
     so a training loop can finish its step, save, and exit (train.py, rlhf.py): no work is lost."""
@@ -235,8 +247,17 @@ def autocast_context(device_type, dtype):
     return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
 
 
-GPU_PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'L4': 121e12, 'A10': 125e12,
-                  'RTX 4090': 165e12, 'RTX 3090': 71e12, 'V100': 125e12}  # dense bf16/fp16 tensor cores
+# dense bf16/fp16 tensor-core peaks, matched as whole words in torch.cuda.get_device_name, the more specific first
+GPU_PEAK_FLOPS = {'H100 PCIe': 756e12, 'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'L40S': 362e12,
+                  'L40': 181e12, 'L4': 121e12, 'A10': 125e12, 'RTX 4090': 165e12, 'RTX 3090': 71e12, 'V100': 125e12}
+
+
+def gpu_peak_flops(name):
+    """The dense bf16 peak of a GPU by its device name, or None for a GPU not in GPU_PEAK_FLOPS."""
+    for key, flops in GPU_PEAK_FLOPS.items():
+        if re.search(rf'\b{re.escape(key)}\b', name):
+            return flops
+    return None
 
 
 def peak_flops(device_type, dtype, device=None, n=2048, repeats=3):
@@ -244,11 +265,8 @@ def peak_flops(device_type, dtype, device=None, n=2048, repeats=3):
     H100 989 TFLOP/s), or on other devices the best of `repeats` bursts of n x n matmuls at `dtype`
     measured here (best, not mean: on a shared machine a burst can only lose time to other jobs).
     train.py and bench.py both call this, so their MFU figures use the same peak."""
-    if device_type == 'cuda':
-        name = torch.cuda.get_device_name(device)
-        for key, flops in GPU_PEAK_FLOPS.items():
-            if key in name:
-                return flops
+    if device_type == 'cuda' and gpu_peak_flops(torch.cuda.get_device_name(device)):
+        return gpu_peak_flops(torch.cuda.get_device_name(device))
     return max(measure_matmul_flops(device or device_type, dtype, n) for _ in range(repeats))
 
 
@@ -258,6 +276,8 @@ def measure_matmul_flops(device, dtype, n=2048, seconds=0.3):
     a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen)
     b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen)
     a @ b  # warm-up
+    if str(device).startswith('cuda'):
+        torch.cuda.synchronize()
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b

@@ -3,6 +3,7 @@ import json
 import re
 
 import bench
+import training
 from conftest import assert_one_line_error, run_script
 
 TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
@@ -71,3 +72,11 @@ def test_parse_run_finds_the_first_eval_at_or_below_the_target(shakespeare_char,
 
     _, crossing, _ = bench.parse_run(lines, log, min(r['val_loss'] for r in log) - 1e-6)
     assert crossing is None
+
+
+def test_gpu_peaks_match_whole_names():
+    assert training.gpu_peak_flops('NVIDIA H100 80GB HBM3') == 989e12
+    assert training.gpu_peak_flops('NVIDIA H100 PCIe') == 756e12
+    assert training.gpu_peak_flops('NVIDIA L40S') == 362e12 and training.gpu_peak_flops('NVIDIA L4') == 121e12
+    assert training.gpu_peak_flops('NVIDIA A100-SXM4-80GB') == 312e12
+    assert training.gpu_peak_flops('Some Future GPU') is None  # bench.py then measures a matmul peak

@@ -252,3 +252,11 @@ def test_prompt_longer_than_the_context(tiny_start, tmp_path):
     proc = run('rlhf.py', f'--init_from={tiny_start}', f'--out_dir={tmp_path}', '--prompt_len=30',
                       '--max_new_tokens=8', check=False)
     assert_one_line_error(proc, 'prompt_len=30', 'context of 32')
+
+
+def test_preference_data_with_an_unreachable_margin(tiny_start, tmp_path):
+    proc = run('data/preferences/prepare.py', f'--init_from={tiny_start}', f'--out_dir={tmp_path}', '--label=count:e',
+               '--min_margin=100.0', '--n_pairs=20', '--prompt_len=4', '--max_new_tokens=8', '--batch_size=16',
+               check=False)
+    assert_one_line_error(proc, 'min_margin=100.0', 'lower min_margin')
+    assert not (tmp_path / 'train.jsonl').exists()

@@ -153,3 +153,10 @@ def test_from_meta_and_for_dataset(tmp_path, monkeypatch):
         pickle.dump({'vocab_size': 3}, f)
     with pytest.raises(ValueError, match='not a character vocabulary'):
         Tokenizer.from_meta(tmp_path / 'bad.pkl')
+
+
+def test_same_as_compares_what_the_ids_mean(gpt2_offline):
+    abc, abd = Tokenizer.char_from_text('abc'), Tokenizer.char_from_text('abd')
+    assert abc.vocab_size == abd.vocab_size == 3
+    assert abc.same_as(Tokenizer.char_from_text('cab')) and not abc.same_as(abd)  # same size, other characters
+    assert Tokenizer.gpt2().same_as(Tokenizer.gpt2()) and not abc.same_as(Tokenizer.gpt2())

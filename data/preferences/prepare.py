@@ -25,6 +25,7 @@ from configurator import configure
 from data.common import atomic_outputs
 from ppo import generate_completions, load_gpt, prompt_windows
 from rewards import get_reward
+from tokenizer import for_dataset
 
 init_from = 'out-shakespeare-char-cpu'  # the model whose samples are compared: an out_dir, a GPT-2 name or a HF dir
 dataset = ''  # prompts are windows of its train split; '' = the model's own dataset
@@ -53,7 +54,11 @@ if not dataset:
 if prompt_len + max_new_tokens > model.config.block_size:
     raise ValueError(f"prompt_len + max_new_tokens ({prompt_len + max_new_tokens}) is longer than the model's "
                      f"context of {model.config.block_size}")
-train_tokens = training.open_split(training.check_dataset(dataset, prompt_len), 'train')
+data_dir = training.check_dataset(dataset, prompt_len)
+if not for_dataset(dataset).same_as(tokenizer):
+    raise ValueError(f"dataset '{dataset}' uses another vocabulary than {init_from}: pick the dataset the model was "
+                     f"trained on")
+train_tokens = training.open_split(data_dir, 'train')
 score = get_reward(label, device)
 
 pairs, drawn = [], 0
@@ -73,6 +78,9 @@ while len(pairs) < n_pairs:
             (a, score_a), (b, score_b) = (b, score_b), (a, score_a)
         pairs.append({'prompt': prompt, 'chosen': a, 'rejected': b, 'chosen_score': score_a, 'rejected_score': score_b})
     print(f"{len(pairs)} pairs kept of {drawn} drawn")
+    if not pairs and drawn >= 10 * batch_size:
+        raise ValueError(f"none of {drawn} pairs of completions differ by min_margin={min_margin} under '{label}': "
+                         f"lower min_margin")
 pairs = pairs[:n_pairs]
 
 n_val = max(1, int(len(pairs) * val_fraction))
