@@ -69,8 +69,8 @@ seed = 1337
 
 def peak_for_mfu(device_type, dtype, device):
     """The FLOP/s the MFU figure is measured against (training.peak_flops, as train.py), and where it came from."""
-    if device_type == 'cuda' and training.gpu_peak_flops(torch.cuda.get_device_name(device)):
-        name = torch.cuda.get_device_name(device)
+    name = torch.cuda.get_device_name(device) if device_type == 'cuda' else None
+    if name and training.gpu_peak_flops(name):
         return training.gpu_peak_flops(name), f"{name}'s published dense bf16 figure"
     n = peak_matmul_size
     peak = training.peak_flops(device_type, dtype, device, n=n, repeats=peak_repeats)

@@ -132,3 +132,10 @@ def configure(scope, argv=None, verbose=True):
                 _check_key(key, keys, path)
                 scope[key] = _coerce(key, value, scope[key], path)
     return {k: scope[k] for k in sorted(keys)}
+
+
+def require_positive(scope, *names):
+    """A ValueError naming the first of these config keys of `scope` (a script's globals()) that is below 1."""
+    for name in names:
+        if scope[name] < 1:
+            raise ValueError(f"{name} must be at least 1, got {scope[name]}")

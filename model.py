@@ -172,14 +172,9 @@ class GPT(nn.Module):
             n_params -= self.transformer.wpe.weight.numel()
         return n_params
 
-    def forward(self, idx, targets=None, all_logits=False, caches=None):
-        """
-        idx: (B, T) token ids; targets: (B, T) ids, -1 where the loss should not count.
-        Returns (logits, loss). With targets, logits cover every position, (B, T, vocab). Without,
-        only the last position is projected, (B, 1, vocab), which is all sampling needs and saves
-        the largest matmul; pass all_logits=True for every position (evaluation, parity checks).
-        caches: a list of LayerCache, one per layer, for incremental decoding (see generate).
-        """
+    def hidden_states(self, idx, caches=None):
+        """The final hidden states (B, T, C) of idx (B, T), after ln_f: what lm_head reads (and what a value
+        or reward head reads, see ppo.py). caches: as in forward."""
         B, T = idx.size()
         start = caches[0].length if caches is not None else 0
         if start + T > self.config.block_size:
@@ -190,8 +185,17 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, caches[i] if caches is not None else None)
-        x = self.transformer.ln_f(x)
+        return self.transformer.ln_f(x)
 
+    def forward(self, idx, targets=None, all_logits=False, caches=None):
+        """
+        idx: (B, T) token ids; targets: (B, T) ids, -1 where the loss should not count.
+        Returns (logits, loss). With targets, logits cover every position, (B, T, vocab). Without,
+        only the last position is projected, (B, 1, vocab), which is all sampling needs and saves
+        the largest matmul; pass all_logits=True for every position (evaluation, parity checks).
+        caches: a list of LayerCache, one per layer, for incremental decoding (see generate).
+        """
+        x = self.hidden_states(idx, caches)  # (B, T, C)
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

@@ -39,17 +39,9 @@ def load_gpt(source, dropout=0.0):
                             f"`python train.py config/train_shakespeare_char_cpu.py`")
 
 
-def hidden_states(gpt, idx):
-    """The final hidden states (B, T, C) of a GPT (after ln_f), i.e. what its lm_head reads. GPT.forward
-    only returns logits, so this runs the same submodules in the same order."""
-    B, T = idx.size()
-    if T > gpt.config.block_size:
-        raise ValueError(f"a sequence of {T} tokens does not fit the model's context of {gpt.config.block_size}")
-    pos = torch.arange(T, device=idx.device)
-    x = gpt.transformer.drop(gpt.transformer.wte(idx) + gpt.transformer.wpe(pos))
-    for block in gpt.transformer.h:
-        x = block(x)
-    return gpt.transformer.ln_f(x)
+def at_positions(h, positions):
+    """Rows of h (B, T, C) at positions (B, K): (B, K, C)."""
+    return h.gather(1, positions[:, :, None].expand(-1, -1, h.size(-1)))
 
 
 class ScalarHeadGPT(nn.Module):
@@ -68,8 +60,7 @@ class ScalarHeadGPT(nn.Module):
     def forward(self, idx, positions, logits=True):
         """idx (B, T), positions (B, K) -> logits (B, K, V) (None unless logits) and scalars (B, K), both
         read from the hidden states at those positions only (the lm_head matmul is the largest)."""
-        h = hidden_states(self.gpt, idx)  # (B, T, C)
-        h = h.gather(1, positions[:, :, None].expand(-1, -1, h.size(-1)))  # (B, K, C)
+        h = at_positions(self.gpt.hidden_states(idx), positions)  # (B, K, C)
         return (self.gpt.lm_head(h) if logits else None), self.head(h).squeeze(-1)
 
 
@@ -90,9 +81,7 @@ def token_logprobs(logits, tokens):
 def completion_logprobs(gpt, seq, starts, n):
     """log-probabilities (B, n) of the completion tokens under a plain GPT (e.g. the frozen reference)."""
     pos = completion_positions(starts, n)
-    h = hidden_states(gpt, seq)
-    h = h.gather(1, pos[:, :, None].expand(-1, -1, h.size(-1)))
-    return token_logprobs(gpt.lm_head(h), seq.gather(1, pos + 1))[0]
+    return token_logprobs(gpt.lm_head(at_positions(gpt.hidden_states(seq), pos)), seq.gather(1, pos + 1))[0]
 
 
 # -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import copy
 import json
 import os
 import time
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ import torch
 import ppo
 import training
 from checkpoint import load_model, save_checkpoint, tokenizer_for
-from configurator import configure
+from configurator import configure, require_positive
 from rewards import RewardModel, get_reward
 from tokenizer import for_dataset
 
@@ -84,10 +85,8 @@ config = configure(globals())
 device = training.resolve_device(device)
 device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
 ctx = training.autocast_context(device_type, training.resolve_dtype(dtype, device_type))
-for name in ('max_iters', 'batch_size', 'minibatch_size', 'ppo_epochs', 'prompt_len', 'max_new_tokens', 'eval_samples',
-             'eval_iters', 'eval_batch_size', 'log_interval'):
-    if globals()[name] < 1:
-        raise ValueError(f"{name} must be at least 1, got {globals()[name]}")
+require_positive(globals(), 'max_iters', 'batch_size', 'minibatch_size', 'ppo_epochs', 'prompt_len', 'max_new_tokens',
+                 'eval_samples', 'eval_iters', 'eval_batch_size', 'log_interval')
 if normalize_reward not in ('auto', 'always', 'never'):
     raise ValueError(f"normalize_reward must be 'auto', 'always' or 'never', got '{normalize_reward}'")
 torch.manual_seed(seed)
@@ -315,12 +314,10 @@ best_val_loss = (start_checkpoint or {}).get('best_val_loss', 1e9)
 
 
 def save(iter_num):
-    c = model.gpt.config
     save_checkpoint({
         'model': model.gpt.state_dict(),
         'optimizer': optimizer.state_dict(),
-        'model_args': dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
-                           bias=c.bias, vocab_size=c.vocab_size, dropout=c.dropout),
+        'model_args': asdict(model.gpt.config),  # the GPTConfig fields: nanoGPT's model_args keys
         'iter_num': iter_num,  # PPO iterations
         'best_val_loss': best_val_loss,
         'config': config,

@@ -17,13 +17,14 @@ needs not share the policy's vocabulary: it reads text. Every eval_interval step
 import json
 import os
 import time
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
 import training
 from checkpoint import save_checkpoint, tokenizer_for
-from configurator import configure
+from configurator import configure, require_positive
 from model import GPT, GPTConfig
 from ppo import ScalarHeadGPT, load_gpt
 from rewards import bradley_terry_loss, completion_scores, load_preferences
@@ -64,9 +65,7 @@ config = configure(globals())
 device = training.resolve_device(device)
 device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
 ctx = training.autocast_context(device_type, training.resolve_dtype(dtype, device_type))
-for name in ('batch_size', 'max_iters', 'eval_interval', 'log_interval'):
-    if globals()[name] < 1:
-        raise ValueError(f"{name} must be at least 1, got {globals()[name]}")
+require_positive(globals(), 'batch_size', 'max_iters', 'eval_interval', 'log_interval')
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
 
@@ -160,12 +159,10 @@ for iter_num in range(max_iters + 1):
     if iter_num % log_interval == 0:
         print(f"iter {iter_num}: loss {loss.item():.4f}, batch accuracy {acc.item():.3f}")
 
-c = gpt.config
 save_checkpoint({
     'model': gpt.state_dict(),
     'head': model.head.state_dict(),  # the scalar head; 'model' stays a plain GPT
-    'model_args': dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
-                       bias=c.bias, vocab_size=c.vocab_size, dropout=c.dropout),
+    'model_args': asdict(gpt.config),  # the GPTConfig fields: nanoGPT's model_args keys
     'optimizer': optimizer.state_dict(),
     'iter_num': max_iters,
     'best_val_loss': val_loss,

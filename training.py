@@ -265,8 +265,9 @@ def peak_flops(device_type, dtype, device=None, n=2048, repeats=3):
     H100 989 TFLOP/s), or on other devices the best of `repeats` bursts of n x n matmuls at `dtype`
     measured here (best, not mean: on a shared machine a burst can only lose time to other jobs).
     train.py and bench.py both call this, so their MFU figures use the same peak."""
-    if device_type == 'cuda' and gpu_peak_flops(torch.cuda.get_device_name(device)):
-        return gpu_peak_flops(torch.cuda.get_device_name(device))
+    published = gpu_peak_flops(torch.cuda.get_device_name(device)) if device_type == 'cuda' else None
+    if published:
+        return published
     return max(measure_matmul_flops(device or device_type, dtype, n) for _ in range(repeats))
 
 

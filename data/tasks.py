@@ -147,6 +147,8 @@ def evaluate(task, out_dir, describe, max_problems, batch_size, show, device, dt
     """The evaluators' body: load out_dir/ckpt.pt, complete the problems of its dataset's train and val
     splits (the first max_problems of each) and print exact-match accuracy with a few wrong answers,
     described by describe(question, answer, got). Returns {'train': accuracy, 'held-out': accuracy}."""
+    if batch_size < 1 or show < 0:
+        raise ValueError(f"batch_size must be at least 1 and show at least 0, got {batch_size} and {show}")
     model, checkpoint = load_model('resume', out_dir)
     tok = tokenizer_for(checkpoint)  # the same vocabulary lookup as sample.py
     dataset = checkpoint.get('config', {}).get('dataset')

@@ -19,8 +19,6 @@ show = 5  # wrong answers to print per split
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'mps'
 dtype = 'float32'  # 'float32', 'bfloat16', 'float16' or 'auto' (bf16 on CPU): these models are tiny, keep full precision
 configure(globals())
-if batch_size < 1 or show < 0:
-    raise ValueError("batch_size must be at least 1 and show at least 0")
 
 
 def describe(question, answer, got):
