@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+import model as model_module
 from model import GPT, GPTConfig, sample_next
 
 transformers = pytest.importorskip("transformers")
@@ -159,6 +160,42 @@ def test_init_scales_residual_projections():
     assert abs(std_fc - 0.02) < 0.001
     assert abs(std_proj - 0.02 / math.sqrt(2 * 8)) < 0.0005
     assert torch.count_nonzero(model.transformer.h[0].attn.c_attn.bias) == 0
+
+
+def test_explicit_attention_equals_fused_kernel():
+    """The explicit path (taken on CPU in bf16/fp16 up to 512 tokens) computes what SDPA computes."""
+    torch.manual_seed(11)
+    q, k, v = [torch.randn(3, 4, 50, 16, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    explicit = model_module.explicit_causal_attention(q, k, v)
+    assert max_abs_diff(fused, explicit) < 1e-12
+    grads_fused = torch.autograd.grad(fused.square().sum(), (q, k, v))
+    grads_explicit = torch.autograd.grad(explicit.square().sum(), (q, k, v))
+    for a, b in zip(grads_fused, grads_explicit):
+        assert max_abs_diff(a, b) < 1e-12
+
+
+def test_bf16_training_step_is_the_same_through_either_attention_path(monkeypatch):
+    torch.manual_seed(12)
+    model = GPT(GPTConfig(**TINY))
+    idx, targets = torch.randint(0, 1000, (4, 32)), torch.randint(0, 1000, (4, 32))
+
+    def loss_and_grads():
+        model.zero_grad()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            _, loss = model(idx, targets)
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    q = torch.zeros(1, 4, 32, 16, dtype=torch.bfloat16)
+    assert model_module.prefers_explicit_attention(q) and not model_module.prefers_explicit_attention(q.float())
+    loss_explicit, grads_explicit = loss_and_grads()
+    monkeypatch.setattr(model_module, 'CPU_EXPLICIT_ATTENTION_MAX_T', 0)  # every length takes SDPA
+    assert not model_module.prefers_explicit_attention(q)
+    loss_fused, grads_fused = loss_and_grads()
+    assert abs(loss_explicit - loss_fused) < 5e-3, (loss_explicit, loss_fused)
+    cos = torch.nn.functional.cosine_similarity(grads_explicit, grads_fused, dim=0).item()
+    assert cos > 0.999, cos
 
 
 def test_targets_of_minus_one_are_ignored():
