@@ -50,16 +50,17 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-# On a CPU, torch's fused attention kernel is slow in bf16/fp16 at short context: for the quickstart's
-# (12, 4, 64, 32) q/k/v its forward + backward took 3.5 ms per layer against 1.4 ms for the explicit
-# softmax(q k^T) v below, and 44 ms against 30 ms at (16, 6, 256, 64). From 1024 tokens on the fused
-# kernel wins (171 ms against 350 ms at (4, 12, 1024, 64)), and in fp32 it wins at every length.
+# On a CPU, the backward of torch's fused attention kernel is slow in bf16/fp16 at short context: for the
+# quickstart's (12, 4, 64, 32) q/k/v, forward + backward took 3.5 ms per layer against 1.4 ms for the
+# explicit softmax(q k^T) v below, and 44 ms against 30 ms at (16, 6, 256, 64). From 1024 tokens on the
+# fused kernel wins (171 ms against 350 ms at (4, 12, 1024, 64)); in fp32 it wins at every length, and
+# without a backward (evaluation, generation) it is as fast or faster, so those keep it.
 CPU_EXPLICIT_ATTENTION_MAX_T = 512
 
 
 def prefers_explicit_attention(q):
     """Whether explicit attention beats F.scaled_dot_product_attention for q of shape (B, nh, T, hs)."""
-    return (q.device.type == 'cpu' and q.dtype in (torch.bfloat16, torch.float16)
+    return (q.device.type == 'cpu' and q.dtype in (torch.bfloat16, torch.float16) and q.requires_grad
             and q.size(2) <= CPU_EXPLICIT_ATTENTION_MAX_T)
 
 
