@@ -69,11 +69,11 @@ seed = 1337
 
 def peak_for_mfu(device_type, dtype, device):
     """The FLOP/s the MFU figure is measured against (training.peak_flops, as train.py), and where it came from."""
+    peak = training.peak_flops(device_type, dtype, device, n=peak_matmul_size, repeats=peak_repeats)
     name = torch.cuda.get_device_name(device) if device_type == 'cuda' else None
     if name and training.gpu_peak_flops(name):
-        return training.gpu_peak_flops(name), f"{name}'s published dense bf16 figure"
+        return peak, f"{name}'s published dense bf16 figure"
     n = peak_matmul_size
-    peak = training.peak_flops(device_type, dtype, device, n=n, repeats=peak_repeats)
     return peak, f"measured: best of {peak_repeats} bursts of {n}x{n} {dtype} matmuls on {device}"
 
 

@@ -72,7 +72,7 @@ def explicit_causal_attention(q, k, v, dropout_p=0.0):
     future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
     att = F.softmax(att.masked_fill(future, float('-inf')), dim=-1)  # autocast runs softmax in fp32
     att = F.dropout(att, dropout_p) if dropout_p > 0 else att
-    return att.to(v.dtype) @ v  # (B, nh, T, hs)
+    return att @ v  # (B, nh, T, hs); under autocast the matmul casts att back to v's dtype
 
 
 class CausalSelfAttention(nn.Module):

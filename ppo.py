@@ -110,6 +110,11 @@ def generate_completions(gpt, prompts, max_new_tokens, device):
     return seq, torch.tensor(lengths, device=device)
 
 
+def completion_texts(tokenizer, seq, starts, n):
+    """The n-token completion of each row of seq (B, T), as generate_completions returns it, decoded."""
+    return [tokenizer.decode(row[s:s + n]) for row, s in zip(seq.tolist(), starts.tolist())]
+
+
 # -----------------------------------------------------------------------------
 # rewards with the KL penalty, advantages
 

@@ -172,10 +172,15 @@ def draw_prompts(count, split, generator):
 # -----------------------------------------------------------------------------
 # one PPO iteration
 
+def decode_rollouts(seq, starts, prompts):
+    """(prompt text, completion text) of each row of seq (B, T), as generate_completions returns it."""
+    return list(zip(map(tokenizer.decode, prompts), ppo.completion_texts(tokenizer, seq, starts, max_new_tokens)))
+
+
 def score_completions(seq, starts, prompts):
-    """The reward of each completion in seq (B, T) (as generate_completions returns it): a (B,) tensor."""
-    return torch.tensor([reward_fn(tokenizer.decode(row[s:s + max_new_tokens]), tokenizer.decode(p))
-                         for row, s, p in zip(seq.tolist(), starts.tolist(), prompts)], device=device)
+    """The reward of each completion in seq (B, T): a (B,) tensor."""
+    return torch.tensor([reward_fn(text, prompt) for prompt, text in decode_rollouts(seq, starts, prompts)],
+                        device=device)
 
 
 @torch.no_grad()
@@ -260,9 +265,9 @@ def evaluate(ppo_minutes=None):
                 raise SystemExit(130)
             chunk = prompts[i:i + batch_size]
             seq, starts = ppo.generate_completions(gpt, chunk, max_new_tokens, device)
-            for row, s, p in zip(seq.tolist(), starts.tolist(), chunk):
-                texts.append((tokenizer.decode(p), tokenizer.decode(row[s:s + max_new_tokens])))
-                scores.append(reward_fn(texts[-1][1], texts[-1][0]))
+            chunk_texts = decode_rollouts(seq, starts, chunk)
+            texts += chunk_texts
+            scores += [reward_fn(text, prompt) for prompt, text in chunk_texts]
             if name == 'policy':  # KL(policy || start) per completion, on the policy's own samples
                 with ctx:
                     logp = ppo.completion_logprobs(gpt, seq, starts, max_new_tokens)
@@ -274,7 +279,6 @@ def evaluate(ppo_minutes=None):
             losses = training.estimate_loss(gpt, data_dir, eval_iters, eval_batch_size, block_size,
                                             gpt.config.vocab_size, seed, ctx, device)
             out[f'val_loss_{name}'] = losses['val']
-            gpt.eval()  # estimate_loss leaves its model in train mode; the reference is compared against next
     out['kl'] = float(np.mean(kls))
     for name in ('start', 'policy'):
         print(f"--- {name} samples (prompt | completion)")

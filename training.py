@@ -131,7 +131,9 @@ def eval_batch(data_dir, split, seed, k, batch_size, block_size, vocab_size):
 @torch.no_grad()
 def estimate_loss(model, data_dir, eval_iters, batch_size, block_size, vocab_size, seed, ctx, device,
                   rank=0, world_size=1):
-    """Mean loss over eval_iters fixed batches per split; ranks share the batches and all-reduce."""
+    """Mean loss over eval_iters fixed batches per split; ranks share the batches and all-reduce.
+    The model is evaluated in eval mode and left in the mode it came in."""
+    was_training = model.training
     model.eval()
     out = {}
     for split in ('train', 'val'):
@@ -144,7 +146,7 @@ def estimate_loss(model, data_dir, eval_iters, batch_size, block_size, vocab_siz
         if world_size > 1:
             torch.distributed.all_reduce(total)
         out[split] = (total[0] / total[1]).item()
-    model.train()
+    model.train(was_training)
     return out
 
 

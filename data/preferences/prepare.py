@@ -23,7 +23,7 @@ import training
 from checkpoint import tokenizer_for
 from configurator import configure
 from data.common import atomic_outputs
-from ppo import generate_completions, load_gpt, prompt_windows
+from ppo import completion_texts, generate_completions, load_gpt, prompt_windows
 from rewards import get_reward
 from tokenizer import for_dataset
 
@@ -66,8 +66,7 @@ while len(pairs) < n_pairs:
     prompts = prompt_windows(train_tokens, batch_size, prompt_len, rng)
     # each prompt twice: rows i and i + batch_size are its two completions
     seq, starts = generate_completions(model, prompts + prompts, max_new_tokens, device)
-    seq, starts = seq.tolist(), starts.tolist()
-    texts = [tokenizer.decode(row[s:s + max_new_tokens]) for row, s in zip(seq, starts)]
+    texts = completion_texts(tokenizer, seq, starts, max_new_tokens)
     for i, prompt_ids in enumerate(prompts):
         prompt = tokenizer.decode(prompt_ids)
         (a, score_a), (b, score_b) = [(t, score(t, prompt)) for t in (texts[i], texts[i + batch_size])]
