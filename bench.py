@@ -2,13 +2,14 @@
 Benchmark the training step and generation: ms/iter, tokens/s and MFU.
 
 The training step timed is training.train_step, the function train.py calls, on a model and optimizer
-built the way train.py builds them. MFU is measured against a stated peak: the GPU's published dense
-bf16 figure, or on a CPU the best rate of large matmuls at the run's dtype, measured here.
+built the way train.py builds them. MFU is measured against a stated peak (hardware.peak_flops, as train.py):
+the GPU's published dense bf16 figure, or elsewhere the best matmul rate measured here at the run's dtype
+(float32 on a CPU that only emulates bf16), in well under a second.
 
 $ python bench.py --device=cpu                      # the CPU quickstart's model (4 x 128, block 64)
 $ python bench.py --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_size=16 --dtype=float32
 $ python bench.py --mode=generate --n_layer=6 --n_head=6 --n_embd=384 --block_size=1024 --gen_tokens=500
-$ python bench.py --mode=quickstart                 # reproduces the README's CPU speed figures (a few minutes)
+$ python bench.py --mode=quickstart --nanogpt_dir=../nanoGPT --rounds=3   # the README's CPU figures, beside nanoGPT's
 """
 import itertools
 import json
@@ -22,13 +23,14 @@ import time
 
 import torch
 
+import hardware
 import training
-from configurator import REPO_DIR, configure
+from configurator import REPO_DIR, configure, require_positive
 from model import GPT, GPTConfig
 from tokenizer import dataset_dir, for_dataset
 
 # -----------------------------------------------------------------------------
-mode = 'all'  # 'train', 'generate', 'all' (both), or 'quickstart' (runs train.py twice, see quickstart())
+mode = 'all'  # 'train', 'generate', 'all' (both), or 'quickstart' (whole training runs, see quickstart())
 # model: defaults are the CPU quickstart's (config/train_shakespeare_char_cpu.py)
 n_layer = 4
 n_head = 4
@@ -51,30 +53,24 @@ grad_clip = 1.0
 # timing
 warmup_steps = 10  # untimed steps first: allocator, caches, torch.compile
 num_steps = 50  # timed steps; the median is reported
-peak_matmul_size = 2048  # CPU peak: n x n matmuls at the run's dtype...
-peak_repeats = 5  # ...the best of this many 0.3 s bursts (a shared machine dips; a peak should not)
+peak_matmul_size = 2048  # the measured peak (CPUs, unknown GPUs): n x n matmuls at the run's dtype, n at most this...
+peak_repeats = 8  # ...the best of at most this many (hardware.probe_peak: under a second whatever the kernel's speed)
 profile = False  # also run a few steps under torch.profiler and write Chrome traces to profile_dir
 profile_dir = 'out-bench-profile'
 # generation
 gen_batch = 1
 gen_prompt_len = 1
 gen_tokens = None  # new tokens per sample; None fills the context (block_size - gen_prompt_len)
+# --mode=quickstart
+nanogpt_dir = ''  # a clone of karpathy/nanoGPT, to time its own train.py on its command side by side
+rounds = 1  # alternating rounds of the runs; medians are printed
+target_val = 1.8857  # the val loss the quickstart must reach: nanoGPT's printed final figure for its command
 # system
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype = 'auto'  # 'float32', 'bfloat16', 'float16' or 'auto' (bfloat16 on CPU, as train.py)
+dtype = 'auto'  # 'float32', 'bfloat16', 'float16' or 'auto' (as train.py: hardware.resolve_dtype)
 compile = False  # torch.compile the model, as train.py does by default
 seed = 1337
 # -----------------------------------------------------------------------------
-
-
-def peak_for_mfu(device_type, dtype, device):
-    """The FLOP/s the MFU figure is measured against (training.peak_flops, as train.py), and where it came from."""
-    peak = training.peak_flops(device_type, dtype, device, n=peak_matmul_size, repeats=peak_repeats)
-    name = torch.cuda.get_device_name(device) if device_type == 'cuda' else None
-    if name and training.gpu_peak_flops(name):
-        return peak, f"{name}'s published dense bf16 figure"
-    n = peak_matmul_size
-    return peak, f"measured: best of {peak_repeats} bursts of {n}x{n} {dtype} matmuls on {device}"
 
 
 def load_note():
@@ -176,81 +172,110 @@ def bench_generate(model, ctx, device, device_type):
 
 
 # -----------------------------------------------------------------------------
-# --mode=quickstart: the README's CPU speed claims, reproduced by running train.py as a user would
+# --mode=quickstart: the README's CPU claims, measured by running train.py as a user would, side by side with
+# nanoGPT's own train.py when a clone of it is given (nanogpt_dir), in alternating rounds
 
-EVAL_LINE = re.compile(r'step (\d+): train loss ([\d.]+), val loss ([\d.]+)')
-DONE_LINE = re.compile(r'done: (\d+) iters in ([\d.]+)s, median ([\d.]+)ms/iter, ([\d,]+) tokens/s')
+# nanoGPT's "macbook" command (its README), which both loops run unchanged
+NANOGPT_COMMAND = ['config/train_shakespeare_char.py', '--device=cpu', '--compile=False', '--eval_iters=20',
+                   '--log_interval=1', '--block_size=64', '--batch_size=12', '--n_layer=4', '--n_head=4',
+                   '--n_embd=128', '--max_iters=2000', '--lr_decay_iters=2000', '--dropout=0.0']
+QUICKSTART_COMMAND = ['config/train_shakespeare_char_cpu.py']
+EVAL_LINE = re.compile(r'step (\d+): train loss ([\d.]+), val loss ([\d.]+)')  # both loops print these two
+ITER_LINE = re.compile(r'iter (\d+): loss ([\d.]+), time ([\d.]+)ms')
 
 
-def run_timed(args):
-    """Run `python *args` in the repo root. Returns its output lines, each paired with the wall seconds
-    since the process was started (imports included), and the total wall seconds."""
+def run_timed(args, cwd=REPO_DIR):
+    """Run `python *args` in cwd. Returns its output lines, each paired with the wall seconds since the
+    process was started (imports included), and the total wall seconds."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
     lines = []
     for line in proc.stdout:
         lines.append((time.perf_counter() - start, line.rstrip('\n')))
-        if EVAL_LINE.match(line) or DONE_LINE.match(line):  # progress: the evals as they come
+        if EVAL_LINE.match(line):  # progress: the evals as they come
             print(f"  {lines[-1][0]:6.1f}s | {lines[-1][1]}", flush=True)
     wall = time.perf_counter() - start
     if proc.wait() != 0:
         tail = '\n'.join(line for _, line in lines[-15:])
-        raise SystemExit(f"{tail}\npython {' '.join(args)} failed with exit code {proc.returncode}")
+        raise SystemExit(f"{tail}\npython {' '.join(args)} (in {cwd}) failed with exit code {proc.returncode}")
     return lines, wall
 
 
-def parse_run(lines, log_records, target_val):
-    """A train.py run's (evals, crossing, done) from its output (as run_timed returns it) and log.jsonl records.
-    evals: [{iter, val_loss (full precision, from the log), wall_s (when its line was printed)}]; crossing: the
-    first eval with val_loss <= target_val, or None; done: the `done:` line's ms_per_iter and tokens_per_s."""
+def parse_run(lines, target_val, log_records=()):
+    """
+    The figures of a training run from its output (as run_timed returns it), for this repo's train.py and
+    nanoGPT's alike: evals [{iter, val_loss, wall_s (when its line was printed)}] (val_loss at full precision
+    from log.jsonl records where given); crossing, the first eval with val_loss <= target_val or None;
+    ms_per_iter, the median of the iteration times printed from iter 5 on (train.py's own rule);
+    first_step_s, the wall seconds from process start to the first iteration line.
+    """
     val_by_iter = {r['iter']: r['val_loss'] for r in log_records}
-    evals, done = [], None
+    evals, step_ms, first_step_s = [], [], None
     for wall, line in lines:
         if m := EVAL_LINE.match(line):
             it = int(m[1])
             evals.append({'iter': it, 'val_loss': val_by_iter.get(it, float(m[3])), 'wall_s': wall})
-        elif m := DONE_LINE.match(line):
-            done = {'ms_per_iter': float(m[3]), 'tokens_per_s': float(m[4].replace(',', ''))}
+        elif m := ITER_LINE.match(line):
+            first_step_s = wall if first_step_s is None else first_step_s
+            if int(m[1]) >= 5:
+                step_ms.append(float(m[3]))
     crossing = next((e for e in evals if e['val_loss'] <= target_val), None)
-    return evals, crossing, done
+    ms = sorted(step_ms)[len(step_ms) // 2] if step_ms else float('nan')  # the median as train.py takes it
+    return {'evals': evals, 'crossing': crossing, 'ms_per_iter': ms, 'first_step_s': first_step_s}
 
 
-def timed_train_run(args, out_dir):
-    """Run `python train.py *args` with out_dir, print its figures; returns (wall_s, evals, crossing, ms/iter)."""
-    print(f"\n$ python train.py {' '.join(args)}\n  (out_dir in a temp dir) {load_note()}", flush=True)
-    lines, wall = run_timed(['train.py', *args, f'--out_dir={out_dir}'])
-    with open(os.path.join(out_dir, 'log.jsonl')) as f:
-        log = [json.loads(line) for line in f]
-    evals, crossing, done = parse_run(lines, log, 1.8857)
-    ms, tokens_per_s = (done['ms_per_iter'], done['tokens_per_s']) if done else (float('nan'), float('nan'))
-    print(f"  {wall:.1f} s wall, final val loss {evals[-1]['val_loss']:.4f}, median {ms:.2f} ms/iter, "
-          f"{tokens_per_s:,.0f} tokens/s ({57 / ms:.2f}-{59 / ms:.2f}x nanoGPT's speed)")
-    return wall, evals, crossing, ms
+def timed_train_run(name, args, out_dir, cwd=REPO_DIR, tokens_per_iter=768):
+    """Run `python train.py *args --out_dir=out_dir` in cwd and print its figures; returns parse_run's dict
+    with wall_s added."""
+    print(f"\n[{name}] $ python train.py {' '.join(args)}\n  (in {cwd}, out_dir in a temp dir) {load_note()}",
+          flush=True)
+    lines, wall = run_timed(['train.py', *args, f'--out_dir={out_dir}'], cwd)
+    log_path = os.path.join(out_dir, 'log.jsonl')
+    log = [json.loads(line) for line in open(log_path)] if os.path.exists(log_path) else []
+    run = {**parse_run(lines, target_val, log), 'wall_s': wall}
+    cross = run['crossing']
+    print(f"  {wall:.1f} s wall, first step {run['first_step_s']:.1f} s after start, final val loss "
+          f"{run['evals'][-1]['val_loss']:.4f}, median {run['ms_per_iter']:.2f} ms/iter "
+          f"({tokens_per_iter / run['ms_per_iter'] * 1e3:,.0f} tokens/s); "
+          + (f"val <= {target_val} at iter {cross['iter']}, {cross['wall_s']:.1f} s after start" if cross else
+             f"val never <= {target_val}"), flush=True)
+    return run
 
 
 def quickstart():
-    """Issue 8's targets 1 and 2, measured against nanoGPT's figures on this machine for target 2's command:
-    57-59 ms/iter, 124-138 s wall, final val loss 1.8857."""
+    """The CPU quickstart and nanoGPT's command through this repo's train.py, and nanoGPT's command through
+    nanoGPT's own train.py when nanogpt_dir is set, `rounds` times in alternation; prints the medians."""
     training.check_dataset('shakespeare_char', 64)  # says to run data/shakespeare_char/prepare.py if missing
-    print("reference: nanoGPT runs target 2's command at 57-59 ms/iter, 124-138 s wall, final val loss 1.8857")
-    nanogpt = ['config/train_shakespeare_char.py', '--device=cpu', '--compile=False', '--eval_iters=20',
-               '--log_interval=1', '--block_size=64', '--batch_size=12', '--n_layer=4', '--n_head=4',
-               '--n_embd=128', '--max_iters=2000', '--lr_decay_iters=2000', '--dropout=0.0']
+    runs = {'nanogpt': [], 'ours': [], 'quickstart': []}
+    nanogpt = os.path.abspath(nanogpt_dir) if nanogpt_dir else None
+    if nanogpt and not os.path.isfile(os.path.join(nanogpt, 'data', 'shakespeare_char', 'train.bin')):
+        raise FileNotFoundError(f"{nanogpt_dir}/data/shakespeare_char/train.bin not found: nanogpt_dir must be a "
+                                f"clone of karpathy/nanoGPT with its shakespeare_char prepared (copy this repo's "
+                                f"data/shakespeare_char/input.txt there and run its prepare.py)")
     with tempfile.TemporaryDirectory() as tmp:
-        # target 1: the CPU quickstart reaches nanoGPT's final val loss within 65 s of process start
-        _, _, crossing, _ = timed_train_run(['config/train_shakespeare_char_cpu.py'], os.path.join(tmp, 'target1'))
-        if crossing:
-            print(f"target 1: val loss {crossing['val_loss']:.4f} <= 1.8857 at iter {crossing['iter']}, "
-                  f"{crossing['wall_s']:.1f} s after process start (target <= 65 s): "
-                  f"{'PASS' if crossing['wall_s'] <= 65 else 'FAIL'}")
-        else:
-            print("target 1: val loss never reached 1.8857: FAIL")
-        # target 2: nanoGPT's own command at >= 1.5x its tokens/s (58.5 / 1.5 = 39 ms/iter), same loss
-        wall, evals, _, ms = timed_train_run(nanogpt, os.path.join(tmp, 'target2'))
-        ok = ms <= 39 and evals[-1]['val_loss'] <= 1.89
-        print(f"target 2: median {ms:.2f} ms/iter (target <= 39), final val loss {evals[-1]['val_loss']:.4f} "
-              f"(target <= 1.89), {wall:.1f} s wall: {'PASS' if ok else 'FAIL'}")
+        for r in range(rounds):
+            if nanogpt:
+                runs['nanogpt'].append(timed_train_run("nanoGPT's loop", NANOGPT_COMMAND,
+                                                       os.path.join(tmp, f'nanogpt{r}'), cwd=nanogpt))
+            runs['ours'].append(timed_train_run("nanoGPT's command, this repo", NANOGPT_COMMAND,
+                                                os.path.join(tmp, f'ours{r}')))
+            runs['quickstart'].append(timed_train_run('the CPU quickstart', QUICKSTART_COMMAND,
+                                                      os.path.join(tmp, f'quickstart{r}')))
+    med = {k: {f: statistics.median(run[f] for run in v) for f in ('ms_per_iter', 'wall_s', 'first_step_s')}
+           for k, v in runs.items() if v}
+    crossings = [run['crossing']['wall_s'] for run in runs['quickstart'] if run['crossing']]
+    print(f"\nmedians of {rounds} round(s):")
+    for k, m in med.items():
+        print(f"  {k}: {m['ms_per_iter']:.2f} ms/iter, {m['wall_s']:.1f} s wall, first step at {m['first_step_s']:.1f} s")
+    print(f"  the quickstart reached val <= {target_val} in {len(crossings)} of {rounds} round(s)" +
+          (f", median {statistics.median(crossings):.1f} s after start" if crossings else ''))
+    if 'nanogpt' in med:
+        speedup = med['nanogpt']['ms_per_iter'] / med['ours']['ms_per_iter']
+        print(f"  nanoGPT's command: this repo's train.py runs at {speedup:.2f}x the tokens/s of nanoGPT's loop")
+        if crossings:
+            print(f"  the quickstart reached val <= {target_val} in "
+                  f"{statistics.median(crossings) / med['nanogpt']['wall_s']:.2f}x the wall time of nanoGPT's run")
 
 
 # -----------------------------------------------------------------------------
@@ -259,15 +284,11 @@ if __name__ == '__main__':
     if mode not in ('train', 'generate', 'all', 'quickstart'):
         raise ValueError(f"mode must be 'train', 'generate', 'all' or 'quickstart', got '{mode}'")
     if mode == 'quickstart':
+        require_positive(globals(), 'rounds')
         quickstart()
         sys.exit(0)
-    device = training.resolve_device(device)
-    device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
-    dtype = training.resolve_dtype(dtype, device_type)
-    if device_type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    ctx = training.autocast_context(device_type, dtype)
+    hw = hardware.setup(device, dtype)
+    device, device_type, dtype, ctx = hw.device, hw.device_type, hw.dtype, hw.ctx
     if real_data and os.path.exists(os.path.join(dataset_dir(dataset), 'meta.pkl')):
         vocab_size = for_dataset(dataset).vocab_size
     elif real_data:
@@ -278,7 +299,7 @@ if __name__ == '__main__':
     print(f"{device}, {dtype}, compile={compile}, {'real' if real_data else 'synthetic'} data, "
           f"{model.get_num_params() / 1e6:.2f}M params, {torch.get_num_threads()} threads; {load_note()}")
     if mode in ('train', 'all'):
-        peak, source = peak_for_mfu(device_type, dtype, device)
+        peak, source = hardware.peak_flops(device_type, dtype, device, max_n=peak_matmul_size, max_reps=peak_repeats)
         print(f"peak: {peak / 1e12:.3f} TFLOP/s ({source})")
         bench_train(model, peak, ctx, device, device_type)
     if mode in ('generate', 'all'):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import ppo
+import hardware
 import training
 from checkpoint import load_model, save_checkpoint, tokenizer_for
 from configurator import configure, require_positive
@@ -82,9 +83,8 @@ seed = 1337
 config = configure(globals())
 # -----------------------------------------------------------------------------
 
-device = training.resolve_device(device)
-device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
-ctx = training.autocast_context(device_type, training.resolve_dtype(dtype, device_type))
+hw = hardware.setup(device, dtype)
+device, device_type, ctx = hw.device, hw.device_type, hw.ctx
 require_positive(globals(), 'max_iters', 'batch_size', 'minibatch_size', 'ppo_epochs', 'prompt_len', 'max_new_tokens',
                  'eval_samples', 'eval_iters', 'eval_batch_size', 'log_interval')
 if normalize_reward not in ('auto', 'always', 'never'):

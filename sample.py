@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-import training
+import hardware
 from checkpoint import load_model, tokenizer_for
 from configurator import configure
 
@@ -34,12 +34,8 @@ if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
     raise ValueError("temperature and top_k must be >= 0 and top_p in (0, 1]")
 
 torch.manual_seed(seed)
-device = training.resolve_device(device)
-device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
-if device_type == 'cuda':
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-ctx = training.autocast_context(device_type, training.resolve_dtype(dtype, device_type))
+hw = hardware.setup(device, dtype)
+device, ctx = hw.device, hw.ctx
 
 # model and the vocabulary it was trained with (the dataset's meta.pkl, or GPT-2 BPE)
 try:

@@ -22,6 +22,7 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import hardware
 import training
 from checkpoint import clean_state_dict, load_model, save_checkpoint
 from configurator import configure, install_error_hook
@@ -78,7 +79,8 @@ config = configure(globals())  # overrides from config files and the command lin
 
 # various inits, derived attributes, I/O setup
 ddp = int(os.environ.get('RANK', -1)) != -1  # is this a ddp run?
-device = training.resolve_device(device)
+hw = hardware.setup(device, dtype)  # dtype 'auto' becomes what this hardware runs fastest and accurately
+device, device_type, dtype, ctx = hw.device, hw.device_type, hw.dtype, hw.ctx
 if ddp:
     rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
     if device.startswith('cuda'):
@@ -97,12 +99,6 @@ tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 if master_process:
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
     os.makedirs(out_dir, exist_ok=True)
-device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
-dtype = training.resolve_dtype(dtype, device_type)
-if device_type == 'cuda':
-    torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
-    torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
-ctx = training.autocast_context(device_type, dtype)
 
 # data: a dataset with a meta.pkl (a character vocabulary) sets vocab_size
 data_dir = training.check_dataset(dataset, block_size)
@@ -170,9 +166,9 @@ if ddp:
 # logging
 if wandb_log and master_process:
     wandb = training.init_wandb(wandb_project, wandb_run_name, config)
-peak = training.peak_flops(device_type, dtype, device) if master_process else None
+peak, peak_source = hardware.peak_flops(device_type, dtype, device) if master_process else (None, None)
 if master_process:
-    print(f"MFU is measured against a peak of {peak / 1e12:.3f} TFLOP/s ({device_type}, {dtype})")
+    print(f"{device}, {dtype}; MFU is measured against a peak of {peak / 1e12:.3f} TFLOP/s ({peak_source})")
 
 
 def save(reason):

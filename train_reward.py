@@ -22,6 +22,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+import hardware
 import training
 from checkpoint import save_checkpoint, tokenizer_for
 from configurator import configure, require_positive
@@ -62,9 +63,8 @@ seed = 1337
 config = configure(globals())
 # -----------------------------------------------------------------------------
 
-device = training.resolve_device(device)
-device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
-ctx = training.autocast_context(device_type, training.resolve_dtype(dtype, device_type))
+hw = hardware.setup(device, dtype)
+device, device_type, ctx = hw.device, hw.device_type, hw.ctx
 require_positive(globals(), 'batch_size', 'max_iters', 'eval_interval', 'log_interval')
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)

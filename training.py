@@ -1,7 +1,7 @@
 """
 The pieces of training that train.py, bench.py and rlhf.py share, as plain functions:
 batches from the uint16 memmaps, the optimizer step with gradient accumulation, evaluation,
-the learning-rate schedule, device/precision set-up and the peak FLOP/s that MFU is measured against.
+the learning-rate schedule, wandb and stop signals. Device, precision and the MFU peak: hardware.py.
 
 Batches are a pure function of (seed, step): step s draws its windows from a generator seeded
 by (seed, s), and splits them across ranks and micro-steps. The same config therefore sees the
@@ -10,9 +10,7 @@ seen had it never stopped.
 """
 import math
 import os
-import re
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
@@ -220,71 +218,3 @@ class GracefulStop:
     @property
     def requested(self):
         return self.signum is not None
-
-
-# -----------------------------------------------------------------------------
-# device, precision and the peak that MFU is measured against
-
-def resolve_device(device):
-    if device == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    return device
-
-
-def resolve_dtype(dtype, device_type):
-    """'auto': bfloat16 on CUDA GPUs that have it and on CPUs (autocast bf16 pays on modern CPUs),
-    float16 on older GPUs (with a GradScaler), float32 on MPS."""
-    if dtype != 'auto':
-        if dtype not in ('float32', 'bfloat16', 'float16'):
-            raise ValueError(f"dtype must be 'float32', 'bfloat16', 'float16' or 'auto', got '{dtype}'")
-        return dtype
-    if device_type == 'cuda':
-        return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-    return 'bfloat16' if device_type == 'cpu' else 'float32'
-
-
-def autocast_context(device_type, dtype):
-    if dtype == 'float32':
-        return nullcontext()
-    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
-
-
-# dense bf16/fp16 tensor-core peaks, matched as whole words in torch.cuda.get_device_name, the more specific first
-GPU_PEAK_FLOPS = {'H100 PCIe': 756e12, 'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'L40S': 362e12,
-                  'L40': 181e12, 'L4': 121e12, 'A10': 125e12, 'RTX 4090': 165e12, 'RTX 3090': 71e12, 'V100': 125e12}
-
-
-def gpu_peak_flops(name):
-    """The dense bf16 peak of a GPU by its device name, or None for a GPU not in GPU_PEAK_FLOPS."""
-    for key, flops in GPU_PEAK_FLOPS.items():
-        if re.search(rf'\b{re.escape(key)}\b', name):
-            return flops
-    return None
-
-
-def peak_flops(device_type, dtype, device=None, n=2048, repeats=3):
-    """The peak the MFU figure is measured against: the GPU's published dense bf16 figure (A100 312,
-    H100 989 TFLOP/s), or on other devices the best of `repeats` bursts of n x n matmuls at `dtype`
-    measured here (best, not mean: on a shared machine a burst can only lose time to other jobs).
-    train.py and bench.py both call this, so their MFU figures use the same peak."""
-    published = gpu_peak_flops(torch.cuda.get_device_name(device)) if device_type == 'cuda' else None
-    if published:
-        return published
-    return max(measure_matmul_flops(device or device_type, dtype, n) for _ in range(repeats))
-
-
-def measure_matmul_flops(device, dtype, n=2048, seconds=0.3):
-    """FLOP/s of repeated (n x n) @ (n x n) matmuls at dtype: this machine's practical peak."""
-    gen = torch.Generator(device).manual_seed(0)  # its own: the global RNG draws training's dropout masks
-    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen)
-    b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen)
-    a @ b  # warm-up
-    if str(device).startswith('cuda'):
-        torch.cuda.synchronize()
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        reps += 1
-    if str(device).startswith('cuda'):
-        torch.cuda.synchronize()
-    return 2 * n ** 3 * reps / (time.perf_counter() - start)

@@ -24,7 +24,7 @@ import torch
 from checkpoint import load_model, tokenizer_for
 from data.common import as_uint16, atomic_outputs, write_ids
 from tokenizer import Tokenizer, dataset_dir
-from training import autocast_context, resolve_device, resolve_dtype
+import hardware
 
 LINE_END = '\n'
 
@@ -157,15 +157,14 @@ def evaluate(task, out_dir, describe, max_problems, batch_size, show, device, dt
         what = f"the '{trained_on}' task" if trained_on else f"dataset '{dataset}', not the {task} task"
         raise ValueError(f"{out_dir}/ckpt.pt was trained on {what}: evaluate it with "
                          f"{f'data/{trained_on}/evaluate.py' if trained_on else 'sample.py'}")
-    device = resolve_device(device)
-    device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
-    model.eval().to(device)
-    complete = greedy_completer(model, tok, device)
+    hw = hardware.setup(device, dtype)
+    model.eval().to(hw.device)
+    complete = greedy_completer(model, tok, hw.device)
     accuracy = {}
     for split, name in (('train', 'train'), ('val', 'held-out')):
         problems = read_problems(dataset_dir(dataset), split, tok)
         scored = problems[:max_problems] if max_problems > 0 else problems
-        with autocast_context(device_type, resolve_dtype(dtype, device_type)):
+        with hw.ctx:
             correct, wrong = exact_match(scored, complete, batch_size)
         accuracy[name] = correct / len(scored)
         subset = f" (the first {len(scored):,} of {len(problems):,})" if len(scored) < len(problems) else ''

@@ -3,7 +3,7 @@ import json
 import re
 
 import bench
-import training
+import hardware
 from conftest import assert_one_line_error, run_script
 
 TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
@@ -24,7 +24,10 @@ def test_bench_prints_training_and_generation_figures():
     ms = figure(r'train: ([\d.]+) ms/iter', out)
     tokens_per_s = figure(r'train: ([\d,]+) tokens/s \(128 tokens/iter\)', out)  # 4 x 32 tokens
     mfu = figure(r'train: MFU ([\d.]+)%', out)
-    peak = figure(r'peak: ([\d.]+) TFLOP/s \(measured: .*256x256 bfloat16', out)  # 'auto' is bf16 on CPU
+    dtype = re.search(r'^cpu, (\w+), compile=False', out, re.M)[1]  # what 'auto' resolved to on this CPU
+    assert dtype == hardware.resolve_dtype('auto', 'cpu')
+    # the peak is measured at that dtype, at most 256x256 (--peak_matmul_size), best of <= 2 (--peak_repeats=1)
+    peak = figure(rf'peak: ([\d.]+) TFLOP/s \(measured: best of [12] (128x128|256x256) {dtype} matmuls', out)
     assert ms > 0 and peak > 0 and 0 < mfu < 100
     assert abs(tokens_per_s - 128 / ms * 1e3) <= 0.02 * tokens_per_s  # both from the same median step time
     cached = figure(r'generate \(cached\): 1 x 8 tokens from a 1-token prompt in [\d.]+ s, ([\d,.]+) tokens/s', out)
@@ -38,7 +41,7 @@ def test_bench_real_data_with_accumulation(shakespeare_char):
                      '--gradient_accumulation_steps=2', env=ONE_THREAD).stdout
     assert 'real data' in out and 'generate' not in out
     figure(r'train: ([\d,]+) tokens/s \(256 tokens/iter\)', out)  # 2 micro-steps of 4 x 32
-    figure(r'peak: ([\d.]+) TFLOP/s \(measured: .*256x256 float32', out)
+    figure(r'peak: ([\d.]+) TFLOP/s \(measured: best of [12] (128x128|256x256) float32 matmuls', out)
 
 
 def test_bench_user_errors_are_one_line():
@@ -62,21 +65,24 @@ def test_parse_run_finds_the_first_eval_at_or_below_the_target(shakespeare_char,
     target = log[2]['val_loss']
     assert log[0]['val_loss'] > target and log[1]['val_loss'] > target  # the loss fell, so iter 20 is the first
 
-    evals, crossing, done = bench.parse_run(lines, log, target)
+    run = bench.parse_run(lines, target, log)
+    evals, crossing = run['evals'], run['crossing']
     assert [e['iter'] for e in evals] == [0, 10, 20, 30]
     assert crossing['iter'] == 20 and crossing['val_loss'] == target  # full precision, from the log
     walls = [e['wall_s'] for e in evals]
-    assert 0 < walls[0] < walls[1] < walls[2] < walls[3] <= wall
-    assert done['ms_per_iter'] == round(log[-1]['ms_per_iter'], 2)  # train.py's median, printed and logged
-    assert done['tokens_per_s'] == round(log[-1]['tokens_per_s'])
+    assert 0 < run['first_step_s'] < walls[1] and 0 < walls[0] < walls[1] < walls[2] < walls[3] <= wall
+    # the median of the printed iteration times from iter 5 on is train.py's own median (it logs it unrounded)
+    assert abs(run['ms_per_iter'] - log[-1]['ms_per_iter']) <= 0.005 + 1e-9  # printed to 2 decimals
 
-    _, crossing, _ = bench.parse_run(lines, log, min(r['val_loss'] for r in log) - 1e-6)
-    assert crossing is None
+    assert bench.parse_run(lines, min(r['val_loss'] for r in log) - 1e-6, log)['crossing'] is None
+    printed = bench.parse_run(lines, target)  # nanoGPT writes no log.jsonl: the printed 4 decimals count
+    assert [round(e['val_loss'], 4) for e in printed['evals']] == [round(r['val_loss'], 4) for r in log]
 
 
-def test_gpu_peaks_match_whole_names():
-    assert training.gpu_peak_flops('NVIDIA H100 80GB HBM3') == 989e12
-    assert training.gpu_peak_flops('NVIDIA H100 PCIe') == 756e12
-    assert training.gpu_peak_flops('NVIDIA L40S') == 362e12 and training.gpu_peak_flops('NVIDIA L4') == 121e12
-    assert training.gpu_peak_flops('NVIDIA A100-SXM4-80GB') == 312e12
-    assert training.gpu_peak_flops('Some Future GPU') is None  # bench.py then measures a matmul peak
+def test_parse_run_reads_nanogpts_output():
+    lines = [(1.5, 'step 0: train loss 4.1676, val loss 4.1649'), (2.0, 'iter 0: loss 4.1900, time 900.10ms, mfu -100.00%'),
+             *[(2.0 + 0.04 * i, f'iter {i}: loss 3.0000, time {40 + i % 3}.00ms, mfu 0.03%') for i in range(1, 12)],
+             (3.0, 'step 250: train loss 2.4293, val loss 1.8800')]
+    run = bench.parse_run(lines, 1.8857)
+    assert run['first_step_s'] == 2.0 and run['crossing'] == {'iter': 250, 'val_loss': 1.88, 'wall_s': 3.0}
+    assert run['ms_per_iter'] == 41.0  # iters 5..11 took 42, 40, 41, 42, 40, 41, 42 ms

@@ -1,0 +1,200 @@
+"""
+What the hardware does, decided in one place for every script: the device, the precision ('auto' is the
+fastest one that is accurate here), the autocast context, and the peak FLOP/s that MFU is measured against.
+
+Precision follows the hardware, not a guess about it. A CPU with native bf16 (avx512_bf16 or AMX on x86,
+bf16 instructions on ARM) trains bf16 autocast several times faster than float32; on a CPU without them
+(AVX2-class: most laptops, AMD before Zen 4) torch emulates bf16 matmuls in a slow scalar kernel, about 100x
+slower than float32, so 'auto' means float32 there.
+"""
+import functools
+import re
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+# -----------------------------------------------------------------------------
+# device and precision
+
+def resolve_device(device):
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    return device
+
+
+def cpu_capabilities():
+    """torch's report of this CPU's instruction sets (torch.cpu.get_capabilities): a dict of flags."""
+    get = getattr(torch.cpu, 'get_capabilities', None)  # torch >= 2.8
+    return dict(get()) if get is not None else {}
+
+
+def cpu_has_native_bf16(capabilities=None):
+    """Whether this CPU computes bf16 matmuls in hardware: avx512_bf16 or amx_bf16 on x86; on ARM, the
+    bf16 extension, and only if a small bf16 matmul actually beats float32 (some builds lack the kernels).
+    `capabilities` is torch's report (cpu_capabilities()); tests pass a fake one."""
+    caps = cpu_capabilities() if capabilities is None else capabilities
+    if caps.get('avx512_bf16') or caps.get('amx_bf16'):
+        return True
+    if caps.get('bf16') or caps.get('sve_bf16'):  # the names torch reports for ARM's extension
+        return _bf16_matmul_is_faster()
+    return False
+
+
+@functools.cache
+def _bf16_matmul_is_faster(n=256, reps=3):
+    """A few small matmuls in each dtype (milliseconds where bf16 is native, ~0.1 s where it is not)."""
+    best = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.ones(n, n, dtype=dtype), torch.ones(n, n, dtype=dtype)
+        a @ b  # warm-up
+        best[dtype] = min(_timed(lambda: a @ b) for _ in range(reps))
+    return best[torch.bfloat16] < best[torch.float32]
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def cpu_dtype_is_native(dtype, capabilities=None):
+    """Whether this CPU has matmul instructions for dtype (float32 always; bf16 see cpu_has_native_bf16;
+    float16 avx512_fp16 or amx_fp16). Elsewhere torch emulates it, many times slower than float32."""
+    caps = cpu_capabilities() if capabilities is None else capabilities
+    if dtype == 'bfloat16':
+        return cpu_has_native_bf16(caps)
+    if dtype == 'float16':
+        return bool(caps.get('avx512_fp16') or caps.get('amx_fp16'))
+    return True
+
+
+def resolve_dtype(dtype, device_type, capabilities=None):
+    """
+    The precision a run computes in. 'auto': on CUDA bfloat16 where the GPU has it, else float16 (with a
+    GradScaler); on a CPU bfloat16 only where it is native (cpu_has_native_bf16), else float32; on MPS
+    float32. A half precision forced on a CPU that only emulates it runs, after one warning line on stderr.
+    `capabilities`: torch's CPU report (cpu_capabilities()); tests pass a fake one.
+    """
+    if dtype not in DTYPES + ('auto',):
+        raise ValueError(f"dtype must be 'float32', 'bfloat16', 'float16' or 'auto', got '{dtype}'")
+    if device_type == 'cpu':
+        if dtype == 'auto':
+            return 'bfloat16' if cpu_has_native_bf16(capabilities) else 'float32'
+        if not cpu_dtype_is_native(dtype, capabilities):
+            print(f"warning: dtype={dtype} is emulated on this CPU (it has no {dtype} matmul instructions) and "
+                  f"runs many times slower than float32; use --dtype=float32 or --dtype=auto",
+                  file=sys.stderr, flush=True)
+        return dtype
+    if dtype != 'auto':
+        return dtype
+    if device_type == 'cuda':
+        return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+    return 'float32'
+
+
+def autocast_context(device_type, dtype):
+    if dtype == 'float32':
+        return nullcontext()
+    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+
+
+@dataclass
+class Setup:
+    device: str       # 'cpu', 'cuda:1', 'mps'
+    device_type: str  # 'cpu', 'cuda', 'mps'
+    dtype: str        # what 'auto' resolved to
+    ctx: object       # the autocast context (a no-op for float32)
+
+
+def setup(device='auto', dtype='auto'):
+    """Every script's device and precision set-up: resolve both, turn on TF32 matmuls on CUDA (float32
+    work then runs on tensor cores), and build the autocast context."""
+    device = resolve_device(device)
+    device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
+    dtype = resolve_dtype(dtype, device_type)
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Setup(device, device_type, dtype, autocast_context(device_type, dtype))
+
+
+# -----------------------------------------------------------------------------
+# the peak that MFU is measured against
+
+# dense bf16/fp16 tensor-core peaks, matched as whole words in torch.cuda.get_device_name, the more specific first
+GPU_PEAK_FLOPS = {'H100 PCIe': 756e12, 'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'L40S': 362e12,
+                  'L40': 181e12, 'L4': 121e12, 'A10': 125e12, 'RTX 4090': 165e12, 'RTX 3090': 71e12, 'V100': 125e12}
+
+
+def gpu_peak_flops(name):
+    """The dense bf16 peak of a GPU by its device name, or None for a GPU not in GPU_PEAK_FLOPS."""
+    for key, flops in GPU_PEAK_FLOPS.items():
+        if re.search(rf'\b{re.escape(key)}\b', name):
+            return flops
+    return None
+
+
+def peak_flops(device_type, dtype, device=None, max_n=2048, max_reps=8):
+    """
+    (FLOP/s, where it came from): the peak that train.py's and bench.py's MFU figures are measured against.
+    A known GPU: its published dense bf16 figure (A100 312, H100 989 TFLOP/s). Elsewhere, matmuls measured
+    here by probe_peak at the run's dtype; on a CPU that only emulates that dtype, at float32, the fastest
+    the hardware does (an emulated peak would make every MFU look high).
+    """
+    name = torch.cuda.get_device_name(device) if device_type == 'cuda' else None
+    if name and gpu_peak_flops(name):
+        return gpu_peak_flops(name), f"{name}'s published dense bf16 figure"
+    note = ''
+    if device_type == 'cpu' and not cpu_dtype_is_native(dtype):
+        dtype, note = 'float32', f'; this CPU only emulates {dtype}, so its float32 peak'
+    flops, n, calls = probe_peak(matmul_timer(device or device_type, dtype), max_n=max_n, max_reps=max_reps)
+    return flops, f"measured: best of {calls} {n}x{n} {dtype} matmuls on {device or device_type}{note}"
+
+
+def matmul_timer(device, dtype):
+    """A function n -> seconds for one (n x n) @ (n x n) matmul at dtype on device."""
+    gen = torch.Generator(device).manual_seed(0)  # its own: the global RNG draws training's dropout masks
+    is_cuda = str(device).startswith('cuda')
+    operands = {}  # n -> (a, b), made once per size
+
+    def time_matmul(n):
+        if n not in operands:
+            operands.clear()
+            operands[n] = [torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen)
+                           for _ in range(2)]
+        a, b = operands[n]
+        if is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if is_cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+    return time_matmul
+
+
+def probe_peak(time_matmul, start_n=128, max_n=2048, call_s=0.01, budget_s=0.25, max_reps=8):
+    """
+    The best matmul rate time_matmul(n) -> seconds shows, in a bounded amount of work: n doubles from start_n
+    until one call takes call_s or n reaches max_n (large enough to run at full speed on a fast device, small
+    where the kernel is slow), then the best of up to max_reps more calls at that size, as many as fit in
+    budget_s (best, not mean: on a shared machine a call can only lose time to other jobs). At most
+    log2(max_n / start_n) + 2 + max_reps calls; under a second unless one start_n matmul alone takes longer.
+    Returns (FLOP/s, n, number of calls at n).
+    """
+    n = start_n
+    time_matmul(n)  # warm-up: the first call also starts the thread pool and the allocator
+    best = time_matmul(n)
+    while best < call_s and n < max_n:
+        n *= 2
+        best = time_matmul(n)
+    reps = max(1, min(max_reps, int(budget_s / max(best, 1e-9))))
+    for _ in range(reps):
+        best = min(best, time_matmul(n))
+    return 2 * n ** 3 / max(best, 1e-12), n, reps + 1

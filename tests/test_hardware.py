@@ -1,0 +1,122 @@
+"""hardware.py: the precision rule for both kinds of CPU (with torch's capability report faked, so the
+result does not depend on the machine running the suite), the warning for an emulated dtype, and a peak
+probe whose work is bounded whatever the kernel's speed."""
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+import hardware
+
+ZEN4 = {'architecture': 'x86_64', 'avx2': True, 'avx512_f': True, 'avx512_bf16': True, 'amx_bf16': False}
+SAPPHIRE_RAPIDS = {'architecture': 'x86_64', 'avx2': True, 'avx512_bf16': True, 'amx_bf16': True,
+                   'amx_fp16': True, 'avx512_fp16': True}
+ZEN3 = {'architecture': 'x86_64', 'avx2': True, 'fma3': True, 'avx512_f': False, 'avx512_bf16': False,
+        'amx_bf16': False}
+
+
+@pytest.mark.parametrize('caps, expected', [(ZEN4, 'bfloat16'), (SAPPHIRE_RAPIDS, 'bfloat16'), (ZEN3, 'float32'),
+                                            ({}, 'float32')])
+def test_auto_is_bf16_only_where_the_cpu_has_it(caps, expected, capsys):
+    assert hardware.resolve_dtype('auto', 'cpu', capabilities=caps) == expected
+    assert capsys.readouterr().err == ''  # 'auto' never warns
+
+
+def test_arm_bf16_counts_only_where_it_measures_faster(monkeypatch):
+    arm = {'architecture': 'aarch64', 'neon': True, 'bf16': True}
+    monkeypatch.setattr(hardware, '_bf16_matmul_is_faster', lambda: True)
+    assert hardware.resolve_dtype('auto', 'cpu', capabilities=arm) == 'bfloat16'
+    monkeypatch.setattr(hardware, '_bf16_matmul_is_faster', lambda: False)
+    assert hardware.resolve_dtype('auto', 'cpu', capabilities=arm) == 'float32'
+    assert hardware.resolve_dtype('auto', 'cpu', capabilities={'architecture': 'aarch64', 'neon': True}) == 'float32'
+
+
+def test_the_capability_report_is_read_from_torch(monkeypatch):
+    monkeypatch.setattr(torch.cpu, 'get_capabilities', lambda: ZEN3)
+    assert hardware.resolve_dtype('auto', 'cpu') == 'float32'
+    monkeypatch.setattr(torch.cpu, 'get_capabilities', lambda: ZEN4)
+    assert hardware.resolve_dtype('auto', 'cpu') == 'bfloat16'
+
+
+def test_forced_emulated_dtype_warns_in_one_line_and_runs(capsys):
+    assert hardware.resolve_dtype('bfloat16', 'cpu', capabilities=ZEN3) == 'bfloat16'  # the user's choice stands
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith('warning: dtype=bfloat16 is emulated on this CPU'), err
+    assert '--dtype=float32' in err[0]
+    assert hardware.resolve_dtype('float16', 'cpu', capabilities=ZEN4) == 'float16'  # no avx512_fp16 on Zen 4
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith('warning: dtype=float16 is emulated'), err
+
+
+@pytest.mark.parametrize('dtype, caps', [('bfloat16', ZEN4), ('float16', SAPPHIRE_RAPIDS), ('float32', ZEN3)])
+def test_forced_native_dtype_does_not_warn(dtype, caps, capsys):
+    assert hardware.resolve_dtype(dtype, 'cpu', capabilities=caps) == dtype
+    assert capsys.readouterr().err == ''
+
+
+def test_unknown_dtype_is_a_user_error():
+    with pytest.raises(ValueError, match="dtype must be 'float32', 'bfloat16', 'float16' or 'auto'"):
+        hardware.resolve_dtype('fp8', 'cpu')
+
+
+def test_setup_on_cpu():
+    hw = hardware.setup('cpu', 'float32')
+    assert (hw.device, hw.device_type, hw.dtype) == ('cpu', 'cpu', 'float32')
+    assert isinstance(hw.ctx, nullcontext)
+    hw = hardware.setup('cpu', 'auto')
+    assert hw.dtype == hardware.resolve_dtype('auto', 'cpu') and hw.dtype in ('float32', 'bfloat16')
+
+
+class FakeMatmul:
+    """time_matmul for probe_peak: no matmul is run; every call of size n 'takes' seconds(n)."""
+
+    def __init__(self, seconds):
+        self.seconds, self.calls = seconds, []
+
+    def __call__(self, n):
+        self.calls.append(n)
+        return self.seconds(n)
+
+
+def test_probe_with_a_very_slow_kernel_stops_at_once():
+    fake = FakeMatmul(lambda n: 30.0)  # 30 s per call: an emulated kernel at its worst
+    flops, n, calls = hardware.probe_peak(fake)
+    assert fake.calls == [128, 128, 128]  # warm-up, the first timing, one more at the same size
+    assert n == 128 and calls == 2 and flops == pytest.approx(2 * 128 ** 3 / 30.0)
+
+
+def test_probe_with_a_slow_kernel_does_a_bounded_amount_of_work():
+    fake = FakeMatmul(lambda n: 2 * n ** 3 / 1e9)  # 1 GFLOP/s: 4 ms at 128, 34 ms at 256
+    flops, n, calls = hardware.probe_peak(fake)
+    assert n == 256 and len(fake.calls) <= 12
+    assert sum(fake.seconds(m) for m in fake.calls) < 1.0  # what the real kernel would have taken
+    assert flops == pytest.approx(1e9)
+
+
+def test_probe_with_a_fast_kernel_grows_to_max_n_and_stops():
+    fake = FakeMatmul(lambda n: 2 * n ** 3 / 1e15)  # 1 PFLOP/s: every size is quick
+    flops, n, calls = hardware.probe_peak(fake, max_n=2048, max_reps=8)
+    assert n == 2048 and max(fake.calls) == 2048
+    assert len(fake.calls) == 1 + 5 + 8  # warm-up, 128 -> 2048, then max_reps more
+    assert flops == pytest.approx(1e15)
+
+
+def test_probe_keeps_the_best_call():
+    times = iter([1.0, 0.05, 0.04, 0.02, 0.03] + [0.5] * 20)  # warm-up, then timings at 128
+    fake = FakeMatmul(lambda n: next(times))
+    flops, n, calls = hardware.probe_peak(fake, call_s=0.01, budget_s=0.1, max_reps=4)
+    assert n == 128 and flops == pytest.approx(2 * 128 ** 3 / 0.02)
+
+
+def test_cpu_peak_of_an_emulated_dtype_is_the_float32_peak(monkeypatch):
+    monkeypatch.setattr(torch.cpu, 'get_capabilities', lambda: ZEN3)
+    flops, source = hardware.peak_flops('cpu', 'bfloat16', max_n=256, max_reps=1)
+    assert 'float32 matmuls' in source and 'only emulates bfloat16' in source and flops > 0
+
+
+def test_gpu_peaks_match_whole_names():
+    assert hardware.gpu_peak_flops('NVIDIA H100 80GB HBM3') == 989e12
+    assert hardware.gpu_peak_flops('NVIDIA H100 PCIe') == 756e12
+    assert hardware.gpu_peak_flops('NVIDIA L40S') == 362e12 and hardware.gpu_peak_flops('NVIDIA L4') == 121e12
+    assert hardware.gpu_peak_flops('NVIDIA A100-SXM4-80GB') == 312e12
+    assert hardware.gpu_peak_flops('Some Future GPU') is None  # then a matmul peak is measured
