@@ -125,7 +125,13 @@ def configure(scope, argv=None, verbose=True):
                 print(f"Overriding config with {os.path.relpath(path)}")
             file_scope = {}
             with open(path) as f:
-                exec(compile(f.read(), path, 'exec'), file_scope)
+                source = f.read()
+            try:
+                code = compile(source, path, 'exec')
+            except SyntaxError as e:  # a typo in the user's file, not a bug here: one line naming where
+                raise ValueError(f"config file {path}, line {e.lineno}: {e.msg}: fix the Python syntax "
+                                 f"there (a config file is plain Python assignments)") from None
+            exec(code, file_scope)
             for key, value in file_scope.items():
                 if key.startswith('_') or key == '__builtins__' or type(value).__name__ == 'module':
                     continue
@@ -134,8 +140,25 @@ def configure(scope, argv=None, verbose=True):
     return {k: scope[k] for k in sorted(keys)}
 
 
+def require(scope, *names, at_least=None, above=None, below=None):
+    """A ValueError naming the first of these config keys of `scope` (a script's globals()) whose value is
+    out of bounds: below `at_least`, not above `above`, or not below `below`. Scripts call it right after
+    configure(), so a bad count or rate stops the run before any work, not as a crash (or a silent no-op)
+    deep inside training."""
+    if at_least is not None and below is not None:
+        rule = f"in [{at_least}, {below})"
+    elif above is not None and below is not None:
+        rule = f"in ({above}, {below})"
+    else:
+        rule = ' and '.join(f"{word} {bound}" for word, bound in
+                            (('at least', at_least), ('above', above), ('below', below)) if bound is not None)
+    for name in names:
+        value = scope[name]
+        if ((at_least is not None and value < at_least) or (above is not None and value <= above)
+                or (below is not None and value >= below)):
+            raise ValueError(f"{name} must be {rule}, got {value!r}: set --{name}= to a value {rule}")
+
+
 def require_positive(scope, *names):
     """A ValueError naming the first of these config keys of `scope` (a script's globals()) that is below 1."""
-    for name in names:
-        if scope[name] < 1:
-            raise ValueError(f"{name} must be at least 1, got {scope[name]}")
+    require(scope, *names, at_least=1)

@@ -104,6 +104,23 @@ def autocast_context(device_type, dtype):
     return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
 
 
+def check_device(device, device_type):
+    """A ValueError if this machine has no such device: torch would only fail later, with an AssertionError
+    or a RuntimeError traceback from deep inside the first .to(device)."""
+    fix = "use --device=cpu, or --device=auto (CUDA where there is a GPU, else the CPU)"
+    if device_type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = '; this torch is a CPU-only build' if torch.version.cuda is None else ''
+            raise ValueError(f"--device={device}: this machine has no CUDA GPU that torch can use{build}; {fix}")
+        index = device.partition(':')[2]
+        if index.isdigit() and int(index) >= count:
+            raise ValueError(f"--device={device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}; "
+                             f"pick one of those, or {fix}")
+    elif device_type == 'mps' and not torch.backends.mps.is_available():
+        raise ValueError(f"--device={device}: MPS (Apple-silicon GPU) is not available on this machine; {fix}")
+
+
 @dataclass
 class Setup:
     device: str       # 'cpu', 'cuda:1', 'mps'
@@ -117,6 +134,7 @@ def setup(device='auto', dtype='auto'):
     work then runs on tensor cores), and build the autocast context."""
     device = resolve_device(device)
     device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
+    check_device(device, device_type)
     dtype = resolve_dtype(dtype, device_type)
     if device_type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -5,6 +5,7 @@ $ python sample.py --out_dir=out-shakespeare-char-cpu
 $ python sample.py --init_from=gpt2-xl --start="What is the answer to life?" --num_samples=3
 $ python sample.py --init_from=/path/to/hf/gpt2 --start=FILE:prompt.txt --temperature=0
 """
+import os
 import sys
 
 import torch
@@ -33,6 +34,16 @@ if num_samples < 1 or max_new_tokens < 1:
 if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
     raise ValueError("temperature and top_k must be >= 0 and top_p in (0, 1]")
 
+# the prompt, read before the model loads: a wrong path fails at once
+if start.startswith('FILE:'):
+    prompt_path = start[5:]
+    if not os.path.isfile(prompt_path):  # open() would raise IsADirectoryError for a folder, with a traceback
+        what = 'is a directory' if os.path.isdir(prompt_path) else 'not found'
+        raise FileNotFoundError(f"--start=FILE:{prompt_path}: {what}; give a text file to read the prompt from, "
+                                f"or the prompt itself with --start='...'")
+    with open(prompt_path, 'r', encoding='utf-8') as f:
+        start = f.read()
+
 torch.manual_seed(seed)
 hw = hardware.setup(device, dtype)
 device, ctx = hw.device, hw.ctx
@@ -51,10 +62,7 @@ if compile:
     model = torch.compile(model)
 tokenizer = tokenizer_for(checkpoint)
 
-# the prompt
-if start.startswith('FILE:'):
-    with open(start[5:], 'r', encoding='utf-8') as f:
-        start = f.read()
+# the prompt's tokens
 if start == '<|endoftext|>' and tokenizer.eot_token is not None:
     start_ids = [tokenizer.eot_token]
 else:

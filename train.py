@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import hardware
 import training
 from checkpoint import clean_state_dict, load_model, save_checkpoint
-from configurator import configure, install_error_hook
+from configurator import configure, install_error_hook, require, require_positive
 from model import GPT, GPTConfig
 from tokenizer import for_dataset
 
@@ -75,6 +75,13 @@ compile = True  # use PyTorch 2.0 to compile the model to be faster
 seed = 1337
 # -----------------------------------------------------------------------------
 config = configure(globals())  # overrides from config files and the command line
+# every count and rate checked before any work: a 0 here would train nothing, divide by zero or NaN the loss later
+require_positive(globals(), 'gradient_accumulation_steps', 'batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd',
+                 'eval_interval', 'log_interval', 'eval_iters', 'lr_decay_iters')
+require(globals(), 'max_iters', 'warmup_iters', at_least=0)
+require(globals(), 'learning_rate', above=0)
+require(globals(), 'min_lr', 'grad_clip', 'weight_decay', at_least=0)
+require(globals(), 'beta1', 'beta2', 'dropout', at_least=0, below=1)
 # -----------------------------------------------------------------------------
 
 # various inits, derived attributes, I/O setup

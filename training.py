@@ -32,14 +32,20 @@ def open_split(data_dir, split):
 
 
 def check_dataset(dataset, block_size):
-    """The data folder for `dataset`, after checking both splits exist and hold more than one window."""
+    """The data folder for `dataset`, after checking both splits exist, are whole uint16 tokens and hold
+    more than one window."""
     data_dir = dataset_dir(dataset)
     for split in ('train', 'val'):
         path = os.path.join(data_dir, f'{split}.bin')
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} not found: prepare the dataset first, e.g. "
                                     f"`python data/{os.path.basename(dataset)}/prepare.py`")
-        n_tokens = os.path.getsize(path) // 2
+        size = os.path.getsize(path)
+        if size % 2:  # np.memmap would say only "not a multiple of the data-type size", naming no file
+            raise ValueError(f"{path} has an odd size ({size} bytes), so it is not whole uint16 "
+                             f"tokens: it is truncated or not a token file; re-run the dataset's prepare.py (e.g. "
+                             f"`python data/{os.path.basename(dataset)}/prepare.py`)")
+        n_tokens = size // 2
         mask_path = os.path.join(data_dir, f'{split}_mask.bin')
         if os.path.exists(mask_path) and os.path.getsize(mask_path) != n_tokens:
             raise ValueError(f"{mask_path} has {os.path.getsize(mask_path)} bytes but {path} has {n_tokens} "

@@ -174,12 +174,25 @@ def _fsync_dir(path):
         os.close(fd)
 
 
+def check_out_dir(out_dir):
+    """A ValueError if out_dir, or the nearest existing folder above it, is a regular file: os.makedirs
+    would stop there with a FileExistsError traceback. atomic_outputs checks it; the prepare scripts that
+    tokenize for long check it first too (creating nothing), so a bad --out_dir fails at once."""
+    path = os.path.abspath(out_dir)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"--out_dir={out_dir} is (or lies under) an existing file, not a folder: give the folder "
+                         f"to write train.bin / val.bin into, e.g. --out_dir=data/mybook")
+
+
 @contextlib.contextmanager
 def atomic_outputs(out_dir, names):
     """Yield {name: binary file open on out_dir/<name>.tmp}. When the block ends normally the files are
     fsynced and renamed over out_dir/<name>, all together; if it raises (or is interrupted) the .tmp
     files are deleted and existing outputs stay as they were. A stale .tmp from a killed run is
     overwritten, so re-running is always safe."""
+    check_out_dir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     paths = {name: os.path.join(out_dir, name) for name in names}
     files = {}

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from configurator import configure
-from data.common import atomic_outputs, check_errors, check_utf8, find_files, write_ids
+from data.common import atomic_outputs, check_errors, check_out_dir, check_utf8, find_files, write_ids
 from tokenizer import get_gpt2_encoding
 
 dataset = 'openwebtext'  # hub name, or a local folder / glob of .txt, .jsonl, .parquet, or a save_to_disk folder
@@ -214,6 +214,7 @@ if __name__ == '__main__':
     check_errors(errors)
     if num_proc < 1 or shards < 1 or shard_size < 1:
         raise ValueError("--num_proc, --shards and --shard_size must be at least 1")
+    check_out_dir(out_dir)
     get_gpt2_encoding()  # built before the workers start, so forked workers share it
     docs, splits, files = load_splits()
     print(f"{len(docs):,} documents: {len(splits['train']):,} train, {len(splits['val']):,} val")

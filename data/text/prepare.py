@@ -16,7 +16,7 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root: tokenizer, configurator, data.common
 from configurator import configure
-from data.common import encode_documents, find_files, read_text, save_dataset, split_documents
+from data.common import check_out_dir, encode_documents, find_files, read_text, save_dataset, split_documents
 from tokenizer import Tokenizer
 
 input = ''          # file, folder or glob of UTF-8 text (required)
@@ -37,6 +37,7 @@ docs = [doc for doc in docs if doc]  # an empty file is no document
 if not docs:
     raise ValueError(f"{input}: no text to prepare (all {len(files)} file(s) are empty)")
 print(f"{len(docs):,} document(s), {sum(map(len, docs)):,} characters from {input}")
+check_out_dir(out_dir)  # before the tokenizing, which is the slow part
 
 tok = Tokenizer.gpt2() if tokenizer == 'gpt2' else Tokenizer.char_from_text(''.join(docs))
 print(f"tokenizer: {tok.name}, vocab size {tok.vocab_size:,}")
