@@ -87,13 +87,31 @@ def load_model(init_from, out_dir='out', dropout=None):
                      f"or an existing local Hugging Face GPT-2 directory")
 
 
-def tokenizer_for(checkpoint):
-    """The vocabulary a model was trained with: its dataset's (a char meta.pkl, or GPT-2 BPE) for a
-    checkpoint, GPT-2 BPE for pretrained weights (checkpoint None)."""
+def recorded_tokenizer(checkpoint, init_from=None):
+    """The vocabulary a model carries with it, or None: a checkpoint's 'tokenizer' (written since 2026-12), or
+    the tokenizer files of a local Hugging Face directory init_from (checkpoint None), as export.py writes."""
+    from tokenizer import Tokenizer
+    if checkpoint is not None:
+        return Tokenizer.from_state(checkpoint['tokenizer']) if 'tokenizer' in checkpoint else None
+    if init_from and os.path.isdir(init_from):
+        from hf import load_tokenizer
+        return load_tokenizer(init_from)
+    return None
+
+
+def tokenizer_for(checkpoint, init_from=None):
+    """The vocabulary a model was trained with: the one it carries (recorded_tokenizer); else, for older
+    checkpoints and nanoGPT's, the one their dataset's meta.pkl (a char vocabulary) or its absence (GPT-2 BPE)
+    tells; else, for pretrained weights without tokenizer files, GPT-2 BPE."""
     from tokenizer import Tokenizer, for_dataset
-    dataset = (checkpoint or {}).get('config', {}).get('dataset')
+    recorded = recorded_tokenizer(checkpoint, init_from)
+    if recorded is not None:
+        return recorded
+    if checkpoint is None:
+        return Tokenizer.gpt2()
+    dataset = checkpoint.get('config', {}).get('dataset')
     tok = for_dataset(dataset) if dataset else Tokenizer.gpt2()
-    model_vocab = (checkpoint or {}).get('model_args', {}).get('vocab_size')
+    model_vocab = checkpoint.get('model_args', {}).get('vocab_size')
     if model_vocab is not None and tok.vocab_size > model_vocab:
         raise FileNotFoundError(f"the model has a {model_vocab}-token vocabulary but no meta.pkl was found for its "
                                 f"dataset '{dataset}': run `python data/{dataset}/prepare.py` to recreate it")

@@ -7,12 +7,10 @@ Conv1D transpose. References:
 1) OpenAI's GPT-2 release (TensorFlow): https://github.com/openai/gpt-2/blob/master/src/model.py
 2) Hugging Face transformers' GPT-2: https://github.com/huggingface/transformers/blob/main/src/transformers/models/gpt2/modeling_gpt2.py
 
-Depends on torch only; transformers and safetensors are imported when a method needs them.
+Depends on torch only; reading and writing Hugging Face directories is hf.py's.
 """
 import inspect
-import json
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +24,6 @@ GPT2_NAMES = {  # hub name -> architecture; every one has vocab 50257 and contex
     'gpt2-xl':     dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M params
 }
 GPT2_VOCAB_SIZE = 50257
-CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
 
 @dataclass
@@ -240,87 +237,21 @@ class GPT(nn.Module):
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     # ----------------------------------------------------------------------------------------
-    # Hugging Face GPT-2 interoperability
+    # Hugging Face GPT-2 directories (the conversion lives in hf.py)
 
     @classmethod
     def from_pretrained(cls, name_or_dir, override_args=None):
-        """
-        Load GPT-2 weights: a hub name ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'; downloaded by
-        transformers, or taken from its local cache) or a local directory holding a Hugging Face GPT-2
-        checkpoint (config.json + model.safetensors or pytorch_model.bin), which needs no network.
-        Only dropout may be overridden.
-        """
-        override_args = override_args or {}
-        if set(override_args) - {'dropout'}:
-            raise ValueError(f"only dropout can be overridden when loading pretrained weights, "
-                             f"got {sorted(override_args)}")
-        if os.path.isdir(name_or_dir):
-            hf_config, sd_hf = _read_hf_dir(name_or_dir)
-        elif name_or_dir in GPT2_NAMES:
-            hf_config, sd_hf = _download_hf(name_or_dir)
-        else:
-            raise ValueError(f"unknown pretrained model '{name_or_dir}': use one of "
-                             f"{', '.join(GPT2_NAMES)}, or a local directory holding a Hugging Face GPT-2 "
-                             f"checkpoint (config.json + model.safetensors)")
-        print(f"loading weights from pretrained gpt: {name_or_dir}")
-        config = GPTConfig(**_config_from_hf(hf_config, name_or_dir), **override_args)
-        model = GPT(config)
-        sd = model.state_dict()
-        sd_hf = {k.removeprefix('transformer.'): v for k, v in sd_hf.items()
-                 if not k.endswith(('.attn.bias', '.attn.masked_bias'))}  # causal-mask buffers
-        for key in sd:
-            hf_key = key.removeprefix('transformer.')
-            if key == 'lm_head.weight':
-                hf_key = 'lm_head.weight' if 'lm_head.weight' in sd_hf else 'wte.weight'  # tied
-            if hf_key not in sd_hf:
-                raise ValueError(f"{name_or_dir}: the checkpoint has no weight for {key}")
-            w = sd_hf[hf_key]
-            if key.endswith(CONV1D_WEIGHTS):
-                w = w.t()  # transformers' Conv1D stores (in, out); nn.Linear wants (out, in)
-            if w.shape != sd[key].shape:
-                raise ValueError(f"{name_or_dir}: {key} has shape {tuple(w.shape)}, expected {tuple(sd[key].shape)}")
-            with torch.no_grad():
-                sd[key].copy_(w)
-        return model
+        """GPT-2 weights from a hub name ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'; downloaded by
+        transformers, or taken from its cache) or a local Hugging Face GPT-2 directory (no network).
+        Only dropout may be overridden."""
+        from hf import load_gpt2
+        return load_gpt2(name_or_dir, override_args)
 
     def save_pretrained(self, out_dir):
-        """
-        Write the model as a Hugging Face GPT-2 directory (config.json + model.safetensors) that
-        transformers.GPT2LMHeadModel.from_pretrained(out_dir) loads unchanged.
-        A vocabulary padded to 50304 (nanoGPT's default, for speed) is cropped to GPT-2's real 50257
-        rows: the padding rows are never produced by the tokenizer. Other vocabularies (e.g. a
-        character-level one) are written as they are. A model trained with bias=False is written
-        with zero biases, which computes the same function.
-        """
-        from safetensors.torch import save_file
-        c = self.config
-        vocab = GPT2_VOCAB_SIZE if c.vocab_size == 50304 else c.vocab_size
-        sd = {}
-        for key, w in self.state_dict().items():
-            if key == 'lm_head.weight':
-                continue  # tied to wte; transformers re-ties it on load
-            w = w.detach().float()
-            if key.endswith(CONV1D_WEIGHTS):
-                w = w.t()
-            if key == 'transformer.wte.weight':
-                w = w[:vocab]
-            sd[key] = w.contiguous()
-        if not c.bias:  # GPT-2 always has biases: zeros reproduce a bias-free model
-            for key in list(sd):
-                if key.endswith('.weight') and ('ln_' in key or 'c_' in key):
-                    out = sd[key].shape[-1] if key.endswith(CONV1D_WEIGHTS) else sd[key].shape[0]
-                    sd[key[:-len('weight')] + 'bias'] = torch.zeros(out)
-        os.makedirs(out_dir, exist_ok=True)
-        save_file(sd, os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
-        hf_config = dict(
-            architectures=['GPT2LMHeadModel'], model_type='gpt2', vocab_size=vocab,
-            n_positions=c.block_size, n_ctx=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
-            n_head=c.n_head, n_inner=None, activation_function='gelu_new', layer_norm_epsilon=1e-5,
-            resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, initializer_range=0.02,
-            scale_attn_weights=True, use_cache=True, tie_word_embeddings=True,
-            bos_token_id=GPT2_VOCAB_SIZE - 1, eos_token_id=GPT2_VOCAB_SIZE - 1)
-        with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-            json.dump(hf_config, f, indent=2)
+        """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained(out_dir)
+        loads unchanged (export.py also writes the tokenizer and a model card)."""
+        from hf import save_model
+        save_model(self, out_dir)
 
     # ----------------------------------------------------------------------------------------
     # training helpers
@@ -409,57 +340,3 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
     cdf = F.softmax(logits, dim=-1).cumsum(dim=-1)  # (B, vocab)
     u = torch.rand(cdf.size(0), 1, device=cdf.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True)
-
-
-# --------------------------------------------------------------------------------------------
-# reading Hugging Face checkpoints
-
-
-def _config_from_hf(hf, where):
-    """GPTConfig fields from a transformers GPT2Config dict; refuse variants this model does not compute."""
-    act = hf.get('activation_function', 'gelu_new')
-    checks = [
-        (act in ('gelu_new', 'gelu_pytorch_tanh'), f"activation_function {act!r} (only GPT-2's tanh gelu)"),
-        (hf.get('n_inner') in (None, 4 * hf['n_embd']), f"n_inner {hf.get('n_inner')} (only 4 * n_embd)"),
-        (abs(hf.get('layer_norm_epsilon', 1e-5) - 1e-5) < 1e-12, "layer_norm_epsilon other than 1e-5"),
-        (hf.get('scale_attn_weights', True), "scale_attn_weights=False"),
-        (not hf.get('scale_attn_by_inverse_layer_idx', False), "scale_attn_by_inverse_layer_idx"),
-        (hf.get('model_type', 'gpt2') == 'gpt2', f"model_type {hf.get('model_type')!r}"),
-    ]
-    for ok, what in checks:
-        if not ok:
-            raise ValueError(f"{where}: unsupported GPT-2 variant: {what}")
-    return dict(n_layer=hf['n_layer'], n_head=hf['n_head'], n_embd=hf['n_embd'],
-                block_size=hf['n_positions'], vocab_size=hf['vocab_size'], bias=True)
-
-
-def _read_hf_dir(path):
-    config_path = os.path.join(path, 'config.json')
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{path} is not a Hugging Face GPT-2 directory: it has no config.json")
-    with open(config_path) as f:
-        hf_config = json.load(f)
-    st_path, bin_path = os.path.join(path, 'model.safetensors'), os.path.join(path, 'pytorch_model.bin')
-    if os.path.isfile(st_path):
-        from safetensors.torch import load_file
-        sd = load_file(st_path)
-    elif os.path.isfile(bin_path):
-        sd = torch.load(bin_path, map_location='cpu', weights_only=True)
-    else:
-        raise FileNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin")
-    return hf_config, sd
-
-
-def _download_hf(name):
-    try:
-        from transformers import GPT2LMHeadModel
-    except ImportError:
-        raise ValueError(f"loading '{name}' from the Hugging Face hub needs transformers "
-                         f"(pip install transformers), or pass a local GPT-2 directory instead")
-    try:
-        hf_model = GPT2LMHeadModel.from_pretrained(name)
-    except OSError as e:
-        raise ValueError(f"could not load '{name}' from the Hugging Face hub or its cache ({str(e).splitlines()[0]}); "
-                         f"offline, pass a local Hugging Face GPT-2 directory instead "
-                         f"(e.g. init_from=/path/to/{name}, made by save_pretrained on a machine that is online)")
-    return hf_model.config.to_dict(), hf_model.state_dict()

@@ -97,7 +97,7 @@ reward_fn = get_reward(reward, device)  # first: a misspelt reward should not wa
 # the starting model, frozen as the reference, and the policy (a copy of it with a value head)
 reference, start_checkpoint = ppo.load_gpt(init_from)
 reference.to(device).eval().requires_grad_(False)
-tokenizer = tokenizer_for(start_checkpoint)
+tokenizer = tokenizer_for(start_checkpoint, init_from)
 if eval_only:
     if not os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):
         raise FileNotFoundError(f"eval_only: no policy at {out_dir}/ckpt.pt; run PPO first (without --eval_only)")
@@ -325,6 +325,7 @@ def save(iter_num):
         'iter_num': iter_num,  # PPO iterations
         'best_val_loss': best_val_loss,
         'config': config,
+        'tokenizer': tokenizer.state(),
         'value_head': model.head.state_dict(),  # not in 'model': sample.py builds a plain GPT
         'kl_coef': kl_ctl.value,
         'reward_normalization': {'mean': reward_shift, 'std': reward_scale},

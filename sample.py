@@ -60,7 +60,7 @@ except FileNotFoundError as e:
 model.eval().to(device)
 if compile:
     model = torch.compile(model)
-tokenizer = tokenizer_for(checkpoint)
+tokenizer = tokenizer_for(checkpoint, init_from)
 
 # the prompt's tokens
 if start == '<|endoftext|>' and tokenizer.eot_token is not None:

@@ -145,6 +145,20 @@ class Tokenizer:
                              f"re-run the dataset's prepare.py")
         return cls('char', meta['vocab_size'], meta=meta)
 
+    def state(self):
+        """What a checkpoint keeps to rebuild this tokenizer with no data/ folder beside it: plain Python values
+        (GPT-2 BPE by name; a character vocabulary with its meta.pkl dict, characters and any task tag)."""
+        return {'name': 'gpt2'} if self.name == 'gpt2' else {'name': 'char', 'meta': self.meta}
+
+    @classmethod
+    def from_state(cls, state):
+        """The tokenizer Tokenizer.state() describes."""
+        if state.get('name') == 'gpt2':
+            return cls.gpt2()
+        if state.get('name') == 'char' and {'vocab_size', 'itos', 'stoi'} <= state.get('meta', {}).keys():
+            return cls('char', state['meta']['vocab_size'], meta=state['meta'])
+        raise ValueError(f"unknown tokenizer record {state!r}: expected {{'name': 'gpt2'}} or a char vocabulary")
+
     def encode(self, text):
         if self.encoding is not None:
             return self.encoding.encode_ordinary(text)

@@ -16,6 +16,8 @@ $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123
 import json
 import math
 import os
+import shlex
+import sys
 import time
 
 import torch
@@ -24,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import hardware
 import training
-from checkpoint import clean_state_dict, load_model, save_checkpoint
+from checkpoint import clean_state_dict, load_model, recorded_tokenizer, save_checkpoint
 from configurator import configure, install_error_hook, require, require_positive
 from model import GPT, GPTConfig
 from tokenizer import for_dataset
@@ -75,6 +77,7 @@ compile = True  # use PyTorch 2.0 to compile the model to be faster
 seed = 1337
 # -----------------------------------------------------------------------------
 config = configure(globals())  # overrides from config files and the command line
+command = shlex.join(['python', 'train.py', *sys.argv[1:]])  # recorded in ckpt.pt: what made the model
 # every count and rate checked before any work: a 0 here would train nothing, divide by zero or NaN the loss later
 require_positive(globals(), 'gradient_accumulation_steps', 'batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd',
                  'eval_interval', 'log_interval', 'eval_iters', 'lr_decay_iters')
@@ -131,6 +134,11 @@ else:
         print(f"Initializing from {init_from} ({out_dir} checkpoint)" if init_from == 'resume' else
               f"Initializing from OpenAI GPT-2 weights: {init_from}")
     model, checkpoint = load_model(init_from, out_dir, dropout)
+    trained_with = recorded_tokenizer(checkpoint, init_from)  # a checkpoint knows its vocabulary; so does an export
+    if trained_with is not None and not trained_with.same_as(data_tokenizer):
+        raise ValueError(f"the model ({init_from if init_from != 'resume' else out_dir + '/ckpt.pt'}) was trained "
+                         f"with {trained_with}, but dataset '{dataset}' is prepared with {data_tokenizer}: its ids "
+                         f"would mean other text; prepare the data with the model's vocabulary, or train from scratch")
     c = model.config
     model_args.update(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
                       bias=c.bias, vocab_size=c.vocab_size, dropout=c.dropout)
@@ -186,6 +194,8 @@ def save(reason):
         'iter_num': iter_num,
         'best_val_loss': best_val_loss,
         'config': config,
+        'tokenizer': data_tokenizer.state(),  # sample.py, export.py and the evaluators need no data/ folder
+        'command': command,
         'scaler': scaler.state_dict(),
         'rng': {'cpu': torch.get_rng_state(),
                 'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda' else None},

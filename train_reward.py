@@ -76,7 +76,7 @@ if init_from == 'scratch':
                         vocab_size=tokenizer.vocab_size, dropout=dropout))
 else:
     gpt, start_checkpoint = load_gpt(init_from, dropout)
-    tokenizer = tokenizer_for(start_checkpoint)
+    tokenizer = tokenizer_for(start_checkpoint, init_from)
     dataset = (start_checkpoint or {}).get('config', {}).get('dataset', '')
 config['dataset'] = dataset  # where tokenizer_for finds the vocabulary again
 model = ScalarHeadGPT(gpt).to(device)
@@ -168,5 +168,6 @@ save_checkpoint({
     'best_val_loss': val_loss,
     'val_accuracy': val_acc,
     'config': config,
+    'tokenizer': tokenizer.state(),
 }, os.path.join(out_dir, 'ckpt.pt'))
 print(f"held-out accuracy {val_acc:.3f} on {len(val_pairs)} pairs; saved the reward model to {out_dir}/ckpt.pt")

@@ -1,0 +1,97 @@
+"""
+Export a model as a Hugging Face directory that transformers (AutoModelForCausalLM, AutoTokenizer, pipeline),
+lm-evaluation-harness and other tools load with no custom code: weights, config, generation config, the
+tokenizer files (GPT-2 BPE or the model's character vocabulary) and a model card.
+
+$ python export.py --out_dir=out-shakespeare-char-cpu --hf_dir=hf-shakespeare-char
+$ python export.py --init_from=gpt2 --hf_dir=hf-gpt2          # OpenAI's weights, e.g. for an offline copy
+$ python export.py --out_dir=out-rlhf-happy-shakespeare --hf_dir=hf-happy --overwrite=True
+
+Then, in Python:
+    from transformers import pipeline
+    print(pipeline('text-generation', model='hf-shakespeare-char')('ROMEO:', max_new_tokens=100)[0]['generated_text'])
+
+The directory is written under a temporary name beside hf_dir and renamed when complete, so an interrupted
+export never leaves a half-written one.
+"""
+import os
+import shutil
+import sys
+import tempfile
+
+from checkpoint import load_model, tokenizer_for
+from configurator import configure
+from hf import save_model, save_tokenizer
+
+# -----------------------------------------------------------------------------
+init_from = 'resume'  # 'resume' (out_dir/ckpt.pt: train.py's or rlhf.py's), a GPT-2 name, or a local HF directory
+out_dir = 'out'  # ignored if init_from is not 'resume'
+hf_dir = ''  # where to write the Hugging Face directory
+overwrite = False  # replace an existing non-empty hf_dir
+# -----------------------------------------------------------------------------
+configure(globals())
+if not hf_dir:
+    raise ValueError("say where to write the export: --hf_dir=<a new directory>")
+hf_dir = os.path.abspath(hf_dir)
+parent = os.path.dirname(hf_dir)
+if os.path.exists(hf_dir) and not os.path.isdir(hf_dir):
+    raise ValueError(f"hf_dir {hf_dir} is a file, not a directory: pick another --hf_dir")
+if os.path.isdir(hf_dir) and os.listdir(hf_dir) and not overwrite:
+    raise ValueError(f"hf_dir {hf_dir} exists and is not empty: pick another --hf_dir, or pass --overwrite=True "
+                     f"to replace it")
+if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+    raise ValueError(f"cannot write into {parent}: it is not a writable directory; pick another --hf_dir")
+
+model, checkpoint = load_model(init_from, out_dir)
+if checkpoint is not None and 'head' in checkpoint:
+    raise ValueError(f"{out_dir}/ckpt.pt is a reward model (train_reward.py): its scalar head has a bias, which "
+                     f"transformers' GPT2ForSequenceClassification cannot hold, and its trunk was not trained as a "
+                     f"language model; export the policy or the model it was initialised from instead")
+tokenizer = tokenizer_for(checkpoint, init_from)
+model_vocab = model.config.vocab_size
+if not (tokenizer.vocab_size == model_vocab or (tokenizer.name == 'gpt2' and model_vocab == 50304)):
+    raise ValueError(f"the model has {model_vocab} token ids but its {tokenizer.name} tokenizer has "
+                     f"{tokenizer.vocab_size}: the export would not round-trip")
+
+
+def model_card():
+    c, cfg = model.config, (checkpoint or {}).get('config', {})
+    source = f"`{out_dir}/ckpt.pt`" if checkpoint is not None else f"`{init_from}`"
+    lines = ['---', 'library_name: transformers', 'pipeline_tag: text-generation', 'tags: [gpt2]', '---', '',
+             f"# {os.path.basename(hf_dir)}", '',
+             f"A GPT-2-architecture causal language model exported from {source} by `export.py`.", '',
+             f"- architecture: GPT-2, {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size}, "
+             f"{model.get_num_params() / 1e6:.2f}M parameters (tied input and output embeddings)",
+             f"- tokenizer: {'GPT-2 BPE (50,257 tokens)' if tokenizer.name == 'gpt2' else f'{tokenizer.vocab_size} characters, one token each'}"]
+    if checkpoint is not None:
+        lines += [f"- training data: `{cfg.get('dataset', 'unknown')}`",
+                  f"- iterations: {checkpoint.get('iter_num', 'unknown')}",
+                  f"- best val loss: {checkpoint.get('best_val_loss', float('nan')):.4f}"]
+        if checkpoint.get('command'):
+            lines.append(f"- trained by: `{checkpoint['command']}`")
+        if 'value_head' in checkpoint:
+            lines.append("- an RLHF policy (rlhf.py): its PPO value head is not part of the export")
+    lines += [f"- exported by: `python export.py {' '.join(sys.argv[1:])}`", '', '```python',
+              'from transformers import pipeline',
+              f"generate = pipeline('text-generation', model='{os.path.basename(hf_dir)}')",
+              "print(generate('\\n', max_new_tokens=100, do_sample=True)[0]['generated_text'])", '```', '']
+    return '\n'.join(lines)
+
+
+tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(hf_dir)}.tmp-', dir=parent)
+try:
+    save_model(model, tmp, eos_token_id=tokenizer.eot_token)
+    save_tokenizer(tokenizer, tmp, model_max_length=model.config.block_size)
+    with open(os.path.join(tmp, 'README.md'), 'w', encoding='utf-8') as f:
+        f.write(model_card())
+    old = None
+    if os.path.isdir(hf_dir):  # empty, or replaced with overwrite: moved aside, then removed
+        old = tempfile.mkdtemp(prefix=f'.{os.path.basename(hf_dir)}.old-', dir=parent)
+        os.replace(hf_dir, os.path.join(old, 'dir'))
+    os.replace(tmp, hf_dir)
+    if old:
+        shutil.rmtree(old)
+except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+print(f"wrote {hf_dir}: {', '.join(sorted(os.listdir(hf_dir)))}")

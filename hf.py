@@ -1,0 +1,248 @@
+"""
+Hugging Face GPT-2 directories, both ways: reading one into a GPT (GPT.from_pretrained, init_from=<dir>) and
+writing a GPT and its tokenizer out as one (GPT.save_pretrained, export.py), so that transformers' Auto*
+classes, pipelines, lm-evaluation-harness and other tools load it with no custom code.
+
+A directory holds config.json + model.safetensors (transformers' GPT2LMHeadModel: Conv1D weights stored
+(in, out), where nn.Linear keeps (out, in)), generation_config.json, and the tokenizer files:
+- GPT-2 BPE: vocab.json (GPT-2's encoder.json), merges.txt (derived here from the BPE ranks) and tokenizer.json;
+- a character vocabulary: a tokenizer.json whose WordLevel model maps each character to its meta.pkl id,
+  with no normalizer and a pre-tokenizer that isolates every character, so AutoTokenizer encodes and decodes
+  exactly as tokenizer.py does.
+"""
+import json
+import os
+
+import torch
+
+from model import GPT, GPT2_NAMES, GPT2_VOCAB_SIZE, GPTConfig
+
+CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+
+
+# -----------------------------------------------------------------------------
+# reading
+
+def config_from_hf(hf, where):
+    """GPTConfig fields from a transformers GPT2Config dict; refuse variants this model does not compute."""
+    act = hf.get('activation_function', 'gelu_new')
+    checks = [
+        (act in ('gelu_new', 'gelu_pytorch_tanh'), f"activation_function {act!r} (only GPT-2's tanh gelu)"),
+        (hf.get('n_inner') in (None, 4 * hf['n_embd']), f"n_inner {hf.get('n_inner')} (only 4 * n_embd)"),
+        (abs(hf.get('layer_norm_epsilon', 1e-5) - 1e-5) < 1e-12, "layer_norm_epsilon other than 1e-5"),
+        (hf.get('scale_attn_weights', True), "scale_attn_weights=False"),
+        (not hf.get('scale_attn_by_inverse_layer_idx', False), "scale_attn_by_inverse_layer_idx"),
+        (hf.get('model_type', 'gpt2') == 'gpt2', f"model_type {hf.get('model_type')!r}"),
+    ]
+    for ok, what in checks:
+        if not ok:
+            raise ValueError(f"{where}: unsupported GPT-2 variant: {what}")
+    return dict(n_layer=hf['n_layer'], n_head=hf['n_head'], n_embd=hf['n_embd'],
+                block_size=hf['n_positions'], vocab_size=hf['vocab_size'], bias=True)
+
+
+def read_hf_dir(path):
+    """(config dict, state dict) of a local Hugging Face GPT-2 directory."""
+    config_path = os.path.join(path, 'config.json')
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{path} is not a Hugging Face GPT-2 directory: it has no config.json")
+    with open(config_path) as f:
+        hf_config = json.load(f)
+    st_path, bin_path = os.path.join(path, 'model.safetensors'), os.path.join(path, 'pytorch_model.bin')
+    if os.path.isfile(st_path):
+        from safetensors.torch import load_file
+        sd = load_file(st_path)
+    elif os.path.isfile(bin_path):
+        sd = torch.load(bin_path, map_location='cpu', weights_only=True)
+    else:
+        raise FileNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin")
+    return hf_config, sd
+
+
+def download_hf(name):
+    """(config dict, state dict) of a GPT-2 hub model, through transformers (its cache, or a download)."""
+    try:
+        from transformers import GPT2LMHeadModel
+    except ImportError:
+        raise ValueError(f"loading '{name}' from the Hugging Face hub needs transformers "
+                         f"(pip install transformers), or pass a local GPT-2 directory instead")
+    try:
+        hf_model = GPT2LMHeadModel.from_pretrained(name)
+    except OSError as e:
+        raise ValueError(f"could not load '{name}' from the Hugging Face hub or its cache ({str(e).splitlines()[0]}); "
+                         f"offline, pass a local Hugging Face GPT-2 directory instead "
+                         f"(e.g. init_from=/path/to/{name}, made by save_pretrained on a machine that is online)")
+    return hf_model.config.to_dict(), hf_model.state_dict()
+
+
+def load_gpt2(name_or_dir, override_args=None):
+    """A GPT with the weights of a GPT-2 hub name or a local Hugging Face GPT-2 directory (GPT.from_pretrained)."""
+    override_args = override_args or {}
+    if set(override_args) - {'dropout'}:
+        raise ValueError(f"only dropout can be overridden when loading pretrained weights, "
+                         f"got {sorted(override_args)}")
+    if os.path.isdir(name_or_dir):
+        hf_config, sd_hf = read_hf_dir(name_or_dir)
+    elif name_or_dir in GPT2_NAMES:
+        hf_config, sd_hf = download_hf(name_or_dir)
+    else:
+        raise ValueError(f"unknown pretrained model '{name_or_dir}': use one of "
+                         f"{', '.join(GPT2_NAMES)}, or a local directory holding a Hugging Face GPT-2 "
+                         f"checkpoint (config.json + model.safetensors)")
+    print(f"loading weights from pretrained gpt: {name_or_dir}")
+    model = GPT(GPTConfig(**config_from_hf(hf_config, name_or_dir), **override_args))
+    sd = model.state_dict()
+    sd_hf = {k.removeprefix('transformer.'): v for k, v in sd_hf.items()
+             if not k.endswith(('.attn.bias', '.attn.masked_bias'))}  # causal-mask buffers
+    for key in sd:
+        hf_key = key.removeprefix('transformer.')
+        if key == 'lm_head.weight':
+            hf_key = 'lm_head.weight' if 'lm_head.weight' in sd_hf else 'wte.weight'  # tied
+        if hf_key not in sd_hf:
+            raise ValueError(f"{name_or_dir}: the checkpoint has no weight for {key}")
+        w = sd_hf[hf_key]
+        if key.endswith(CONV1D_WEIGHTS):
+            w = w.t()  # transformers' Conv1D stores (in, out); nn.Linear wants (out, in)
+        if w.shape != sd[key].shape:
+            raise ValueError(f"{name_or_dir}: {key} has shape {tuple(w.shape)}, expected {tuple(sd[key].shape)}")
+        with torch.no_grad():
+            sd[key].copy_(w)
+    return model
+
+
+# -----------------------------------------------------------------------------
+# writing
+
+def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1):
+    """
+    Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained(out_dir) loads.
+    A vocabulary padded to 50304 (nanoGPT's default, for speed) is cropped to GPT-2's real 50257 rows: the
+    padding rows are never produced by the tokenizer. Other vocabularies (e.g. a character-level one) are
+    written as they are. A model trained with bias=False gets zero biases, which compute the same function.
+    eos_token_id: the end-of-text id (GPT-2's 50256), or None for a vocabulary without one.
+    """
+    from safetensors.torch import save_file
+    c = model.config
+    vocab = GPT2_VOCAB_SIZE if c.vocab_size == 50304 else c.vocab_size
+    sd = {}
+    for key, w in model.state_dict().items():
+        if key == 'lm_head.weight':
+            continue  # tied to wte; transformers re-ties it on load
+        w = w.detach().float().cpu()
+        if key.endswith(CONV1D_WEIGHTS):
+            w = w.t()
+        if key == 'transformer.wte.weight':
+            w = w[:vocab]
+        sd[key] = w.contiguous()
+    if not c.bias:  # GPT-2 always has biases: zeros reproduce a bias-free model
+        for key in list(sd):
+            if key.endswith('.weight') and ('ln_' in key or 'c_' in key):
+                out = sd[key].shape[-1] if key.endswith(CONV1D_WEIGHTS) else sd[key].shape[0]
+                sd[key[:-len('weight')] + 'bias'] = torch.zeros(out)
+    os.makedirs(out_dir, exist_ok=True)
+    save_file(sd, os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
+    hf_config = dict(
+        architectures=['GPT2LMHeadModel'], model_type='gpt2', vocab_size=vocab,
+        n_positions=c.block_size, n_ctx=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+        n_head=c.n_head, n_inner=None, activation_function='gelu_new', layer_norm_epsilon=1e-5,
+        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, initializer_range=0.02,
+        scale_attn_weights=True, use_cache=True, tie_word_embeddings=True,
+        bos_token_id=eos_token_id, eos_token_id=eos_token_id)
+    _write_json(os.path.join(out_dir, 'config.json'), hf_config)
+    generation = dict(max_length=c.block_size, do_sample=False)
+    if eos_token_id is not None:
+        generation.update(bos_token_id=eos_token_id, eos_token_id=eos_token_id)
+    _write_json(os.path.join(out_dir, 'generation_config.json'), generation)
+
+
+def _write_json(path, obj):
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write('\n')
+
+
+def gpt2_merges(mergeable_ranks):
+    """GPT-2's BPE merges, in rank order, from tiktoken's {token bytes: rank}: the token of rank r is the
+    merge of the two parts that BPE with only the merges below r leaves of it (transformers'
+    convert_slow_tokenizer derives merges the same way)."""
+    merges = []
+    for token, rank in sorted(mergeable_ranks.items(), key=lambda kv: kv[1]):
+        if len(token) == 1:
+            continue  # the 256 single bytes are the alphabet, not merges
+        parts = [token[i:i + 1] for i in range(len(token))]
+        while True:  # byte-pair encode token, lowest-ranked pair first, merges of rank < `rank` only
+            pair_ranks = [(mergeable_ranks.get(a + b, rank), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+            best, i = min(pair_ranks)
+            if best >= rank:
+                break
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        assert len(parts) == 2, f"token {token!r} of rank {rank} is not one merge of lower-ranked tokens"
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def save_tokenizer(tokenizer, out_dir, model_max_length):
+    """The tokenizer files for a tokenizer.Tokenizer, so that AutoTokenizer.from_pretrained(out_dir) encodes
+    and decodes exactly as it does."""
+    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer as RustTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from tokenizer import GPT2_ENCODER_JSON, _gpt2_byte_decoder
+    if tokenizer.name == 'gpt2':
+        byte_to_char = {b: c for c, b in _gpt2_byte_decoder().items()}
+        as_text = lambda token: ''.join(byte_to_char[b] for b in token)
+        merges = [(as_text(a), as_text(b)) for a, b in gpt2_merges(tokenizer.encoding._mergeable_ranks)]
+        with open(GPT2_ENCODER_JSON, encoding='utf-8') as f:
+            vocab = json.load(f)  # GPT-2's vocab.json: ids are the ranks, <|endoftext|> last
+        _write_json(os.path.join(out_dir, 'vocab.json'), vocab)  # vocab.json + merges.txt: GPT-2's own files,
+        with open(os.path.join(out_dir, 'merges.txt'), 'w', encoding='utf-8') as f:  # for tools that want them
+            f.write('#version: 0.2\n')
+            f.writelines(f"{a} {b}\n" for a, b in merges)
+        rust = RustTokenizer(models.BPE(vocab, merges))
+        rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's split pattern, then bytes
+        rust.decoder = decoders.ByteLevel()
+        rust.post_processor = processors.ByteLevel(trim_offsets=False)
+        eot = AddedToken('<|endoftext|>', special=True, normalized=False)
+        rust.add_special_tokens([eot])
+        fast = PreTrainedTokenizerFast(tokenizer_object=rust, model_max_length=model_max_length, bos_token=eot,
+                                       eos_token=eot, unk_token=eot, clean_up_tokenization_spaces=False)
+    else:
+        itos = tokenizer.meta['itos']
+        rust = RustTokenizer(models.WordLevel({itos[i]: i for i in range(tokenizer.vocab_size)}, unk_token=None))
+        rust.pre_tokenizer = pre_tokenizers.Split(Regex(r'[\s\S]'), behavior='isolated')  # every character alone
+        rust.decoder = decoders.Fuse()  # ids back to characters, joined with nothing between them
+        fast = PreTrainedTokenizerFast(tokenizer_object=rust, model_max_length=model_max_length,
+                                       clean_up_tokenization_spaces=False)
+    fast.save_pretrained(out_dir)
+
+
+def load_tokenizer(path):
+    """The tokenizer.Tokenizer of a Hugging Face directory: its char vocabulary if tokenizer.json is a
+    WordLevel model (as save_tokenizer writes one), GPT-2 BPE if it holds GPT-2's vocabulary, None if it has
+    no tokenizer files (weights saved without them, as GPT2LMHeadModel.save_pretrained does)."""
+    from tokenizer import GPT2_ENCODER_JSON, Tokenizer
+    tokenizer_json, vocab_json = os.path.join(path, 'tokenizer.json'), os.path.join(path, 'vocab.json')
+    vocab = None
+    if os.path.isfile(tokenizer_json):
+        with open(tokenizer_json, encoding='utf-8') as f:
+            spec = json.load(f)['model']
+        if spec.get('type') == 'WordLevel':
+            itos = {i: c for c, i in spec['vocab'].items()}
+            if sorted(itos) != list(range(len(itos))) or any(len(c) != 1 for c in spec['vocab']):
+                raise ValueError(f"{tokenizer_json} is a word-level vocabulary, not one character per id: this "
+                                 f"repo reads GPT-2 BPE and character vocabularies")
+            meta = {'vocab_size': len(itos), 'itos': itos, 'stoi': dict(spec['vocab'])}
+            return Tokenizer('char', len(itos), meta=meta)
+        vocab = spec.get('vocab') if spec.get('type') == 'BPE' else None
+    elif os.path.isfile(vocab_json):
+        with open(vocab_json, encoding='utf-8') as f:
+            vocab = json.load(f)
+    else:
+        return None
+    with open(GPT2_ENCODER_JSON, encoding='utf-8') as f:
+        gpt2_vocab = json.load(f)
+    if vocab is not None and {k: v for k, v in vocab.items() if k in gpt2_vocab} == gpt2_vocab:
+        return Tokenizer.gpt2()
+    raise ValueError(f"{path} holds a tokenizer that is neither GPT-2's BPE nor a character vocabulary: "
+                     f"this repo's tokenizer.py reads only those two")
