@@ -1,6 +1,7 @@
 """Bad input a user can give, each run as a user runs it: one `error: ...` line saying what is wrong and what
 to do, exit code 2, no traceback, and no work done first."""
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -46,13 +47,19 @@ BAD_TRAIN_SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize('arg, message', BAD_TRAIN_SETTINGS, ids=[a for a, _ in BAD_TRAIN_SETTINGS])
-def test_train_rejects_a_bad_count_or_rate_before_any_work(shakespeare_char, tmp_path, arg, message):
-    proc = train(tmp_path, arg)
-    name = arg[2:].split('=')[0]
-    assert_one_line_error(proc, message, f'set --{name}=')
-    assert 'tokens per iteration' not in proc.stdout  # stopped at config time
-    assert not (tmp_path / 'out').exists()
+def test_train_rejects_a_bad_count_or_rate_before_any_work(shakespeare_char, tmp_path):
+    def check(i, arg, message):
+        out = tmp_path / f'case{i}'
+        proc = train(out, arg)
+        name = arg[2:].split('=')[0]
+        assert_one_line_error(proc, message, f'set --{name}=')
+        assert 'tokens per iteration' not in proc.stdout, arg  # stopped at config time
+        assert not (out / 'out').exists(), arg
+
+    # two at a time: each case is its own train.py process, and most of its time is importing torch
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(check, i, arg, message) for i, (arg, message) in enumerate(BAD_TRAIN_SETTINGS)]:
+            done.result()
 
 
 def test_train_accepts_the_edges_of_each_range(shakespeare_char, tmp_path):
