@@ -6,7 +6,14 @@ model_args, iter_num, best_val_loss, config) plus what an exact resume needs (rn
 torch.load(weights_only=True) reads it and nanoGPT's own checkpoints load here unchanged.
 """
 import os
+import sys
+import tempfile
 from dataclasses import fields
+
+try:
+    import fcntl  # the out_dir lock; Windows has no fcntl, and runs there go without the lock
+except ImportError:
+    fcntl = None
 
 import torch
 
@@ -16,15 +23,58 @@ STATE_DICT_PREFIXES = ('_orig_mod.', 'module.')  # left by torch.compile and DDP
 
 
 def save_checkpoint(checkpoint, path):
-    """Write to a temporary file, flush it to disk, then rename: a crash or Ctrl-C mid-write
-    leaves the previous ckpt.pt intact instead of a truncated one."""
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write to a temporary file of a name no other writer uses, flush it to disk, then rename: a crash or
+    Ctrl-C mid-write leaves the previous ckpt.pt intact, and a reader only ever sees one whole checkpoint."""
+    folder = os.path.dirname(path) or '.'
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def claim_out_dir(out_dir):
+    """
+    Make out_dir and check, before any work, that checkpoints can be written there; then hold an exclusive
+    lock on out_dir/.lock for the life of the process, so a second run writing to the same out_dir stops at
+    once with one line instead of racing this one. Removes temporary files that killed runs left behind
+    (the lock says no live writer owns them). Returns the open lock file: keep a reference to it.
+    """
+    ckpt = os.path.join(out_dir, 'ckpt.pt')
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        lock = open(os.path.join(out_dir, '.lock'), 'a+')
+        with tempfile.TemporaryFile(dir=out_dir):  # the same kind of write a checkpoint save does
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write checkpoints into out_dir {out_dir} ({e.strerror}): pick a writable "
+                         f"--out_dir") from None
+    if os.path.isdir(ckpt):
+        raise ValueError(f"{ckpt} is a directory, so no checkpoint can be saved there: move it away or pick "
+                         f"another --out_dir")
+    if fcntl is not None:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or 'another process'
+            raise ValueError(f"out_dir {out_dir} is in use by {owner}: two runs writing one out_dir would "
+                             f"overwrite each other's checkpoints; wait for it, stop it, or pick another --out_dir")
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} ({' '.join(sys.argv[:1])})\n")
+        lock.flush()
+    for name in os.listdir(out_dir):
+        if name.startswith('ckpt.pt.') and name.endswith('.tmp'):
+            os.remove(os.path.join(out_dir, name))
+    return lock
 
 
 def clean_state_dict(state_dict):

@@ -25,7 +25,7 @@ import torch
 import ppo
 import hardware
 import training
-from checkpoint import load_model, save_checkpoint, tokenizer_for
+from checkpoint import claim_out_dir, load_model, save_checkpoint, tokenizer_for
 from configurator import configure, require_positive
 from rewards import RewardModel, get_reward
 from tokenizer import for_dataset
@@ -309,7 +309,7 @@ if eval_only:
 optimizer = model.gpt.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 value_optimizer = torch.optim.AdamW(model.head.parameters(), lr=learning_rate, betas=(beta1, beta2), weight_decay=0.0)
 kl_ctl = ppo.AdaptiveKLController(init_kl_coef, target_kl, kl_horizon)
-os.makedirs(out_dir, exist_ok=True)
+out_dir_lock = claim_out_dir(out_dir)  # writable, and no second run writing it
 log_path = os.path.join(out_dir, 'log.jsonl')
 open(log_path, 'w').close()
 if wandb_log:

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import hardware
 import training
-from checkpoint import clean_state_dict, load_model, recorded_tokenizer, save_checkpoint
+from checkpoint import claim_out_dir, clean_state_dict, load_model, recorded_tokenizer, save_checkpoint
 from configurator import configure, install_error_hook, require, require_positive
 from model import GPT, GPTConfig
 from tokenizer import for_dataset
@@ -108,7 +108,10 @@ micro_steps = gradient_accumulation_steps // world_size  # per process, per opti
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 if master_process:
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
-    os.makedirs(out_dir, exist_ok=True)
+    if eval_only:
+        os.makedirs(out_dir, exist_ok=True)
+    else:  # writable, and no second live run writing it: checked before any work; held until the process ends
+        out_dir_lock = claim_out_dir(out_dir)
 
 # data: a dataset with a meta.pkl (a character vocabulary) sets vocab_size
 data_dir = training.check_dataset(dataset, block_size)
@@ -212,7 +215,20 @@ def log_eval(record):
         wandb.log(record)
 
 
-# Ctrl-C and SIGTERM (a scheduler pre-empting the job) finish the current step, save, then exit
+def stop_run():
+    """After a stop request: save what was trained (an evaluation writes nothing to keep), then exit 130."""
+    if master_process and not eval_only and local_iter_num > 0:
+        save(f"interrupted at iter {iter_num}")
+        print(f"stopped by signal; resume with --init_from=resume --out_dir={out_dir}")
+    elif master_process:
+        print("stopped by signal")
+    if ddp:
+        destroy_process_group()
+    raise SystemExit(130)
+
+
+# Ctrl-C and SIGTERM (a scheduler pre-empting the job) finish the current step, save, then exit; a long
+# evaluation is cut short (one process: DDP ranks must all reach its all-reduce); a second signal stops at once
 stopper = training.GracefulStop()
 
 # training loop
@@ -228,7 +244,9 @@ while True:
     # evaluate the loss on train/val sets and write checkpoints
     if iter_num % eval_interval == 0 or iter_num >= max_iters or eval_only:
         losses = training.estimate_loss(model, data_dir, eval_iters, batch_size, block_size, model_args['vocab_size'],
-                                        seed, ctx, device, rank, world_size)
+                                        seed, ctx, device, rank, world_size, None if ddp else stopper)
+        if losses is None:  # a stop request cut the evaluation short
+            stop_run()
         if master_process:
             elapsed = time.time() - start_time
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
@@ -276,12 +294,7 @@ while True:
         torch.distributed.all_reduce(stop_flags)
         stop = stop_flags.item() > 0
     if stop:
-        if master_process:
-            save(f"interrupted at iter {iter_num}")
-            print(f"stopped by signal; resume with --init_from=resume --out_dir={out_dir}")
-        if ddp:
-            destroy_process_group()
-        raise SystemExit(130)
+        stop_run()
 
 if master_process and step_times:
     median_ms = sorted(step_times)[len(step_times) // 2]

@@ -24,7 +24,7 @@ import torch
 
 import hardware
 import training
-from checkpoint import save_checkpoint, tokenizer_for
+from checkpoint import claim_out_dir, save_checkpoint, tokenizer_for
 from configurator import configure, require_positive
 from model import GPT, GPTConfig
 from ppo import ScalarHeadGPT, load_gpt
@@ -128,7 +128,7 @@ print(f"{len(train_pairs)} training pairs ({train_file}), {len(val_pairs)} held-
 
 optimizer = gpt.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 optimizer.add_param_group({'params': list(model.head.parameters()), 'weight_decay': 0.0})
-os.makedirs(out_dir, exist_ok=True)
+out_dir_lock = claim_out_dir(out_dir)  # writable, and no second run writing it
 log_path = os.path.join(out_dir, 'log.jsonl')
 open(log_path, 'w').close()
 if wandb_log:

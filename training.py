@@ -11,6 +11,7 @@ seen had it never stopped.
 import math
 import os
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
@@ -134,15 +135,19 @@ def eval_batch(data_dir, split, seed, k, batch_size, block_size, vocab_size):
 
 @torch.no_grad()
 def estimate_loss(model, data_dir, eval_iters, batch_size, block_size, vocab_size, seed, ctx, device,
-                  rank=0, world_size=1):
+                  rank=0, world_size=1, stopper=None):
     """Mean loss over eval_iters fixed batches per split; ranks share the batches and all-reduce.
-    The model is evaluated in eval mode and left in the mode it came in."""
+    The model is evaluated in eval mode and left in the mode it came in. With a GracefulStop (one process
+    only: ranks must all reach the all-reduce), a stop request ends it early and it returns None."""
     was_training = model.training
     model.eval()
     out = {}
     for split in ('train', 'val'):
         total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, batches)
         for k in range(rank, eval_iters, world_size):
+            if stopper is not None and stopper.requested:
+                model.train(was_training)
+                return None
             x, y = to_device(*eval_batch(data_dir, split, seed, k, batch_size, block_size, vocab_size), device)
             with ctx:
                 _, loss = model(x, y)
@@ -210,8 +215,10 @@ def init_wandb(project, run_name, config):
 
 
 class GracefulStop:
-    """Ctrl-C and SIGTERM (a scheduler pre-empting the job) set `signum` instead of killing the process,
-    so a training loop can finish its step, save, and exit (train.py, rlhf.py): no work is lost."""
+    """The first Ctrl-C or SIGTERM (a scheduler pre-empting the job) sets `signum` instead of killing the
+    process, so a training loop can finish its step (or cut an evaluation short), save, and exit (train.py,
+    rlhf.py): no work is lost. A second one stops at once (SystemExit 130: no traceback, `finally` blocks
+    run); checkpoints are written atomically, so the last one on disk stays whole."""
 
     def __init__(self):
         self.signum = None
@@ -219,7 +226,13 @@ class GracefulStop:
         signal.signal(signal.SIGTERM, self._request)
 
     def _request(self, signum, frame):
+        if self.signum is not None:
+            print(f"\nstopped at once by a second {signal.Signals(signum).name}; the last checkpoint on disk is "
+                  f"whole", file=sys.stderr, flush=True)
+            raise SystemExit(130)
         self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after the current step (again to stop at once)",
+              file=sys.stderr, flush=True)
 
     @property
     def requested(self):

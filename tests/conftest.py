@@ -1,7 +1,10 @@
 """Shared fixtures: the repo root, running its scripts as a user would, and a prepared tiny Shakespeare."""
+import fcntl
+import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -45,8 +48,12 @@ def assert_one_line_error(proc, *fragments):
 def shakespeare_char():
     """data/shakespeare_char prepared (from the text shipped in the repo); returns the dataset name."""
     data_dir = os.path.join(REPO, 'data', 'shakespeare_char')
-    if not all(os.path.exists(os.path.join(data_dir, f)) for f in ('train.bin', 'val.bin', 'meta.pkl')):
-        run_script('data/shakespeare_char/prepare.py')
+    # under `pytest -n 2` every worker runs this fixture: one prepares while the others wait on the lock
+    lock_path = os.path.join(tempfile.gettempdir(), f"gpt-tests-{hashlib.sha1(REPO.encode()).hexdigest()[:12]}.lock")
+    with open(lock_path, 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all(os.path.exists(os.path.join(data_dir, f)) for f in ('train.bin', 'val.bin', 'meta.pkl')):
+            run_script('data/shakespeare_char/prepare.py')
     return 'shakespeare_char'
 
 
