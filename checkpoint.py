@@ -124,11 +124,21 @@ def model_from_checkpoint(checkpoint, dropout=None):
     return model
 
 
-def load_model(init_from, out_dir='out', dropout=None):
-    """(model, checkpoint) for init_from = 'resume' (out_dir/ckpt.pt), a GPT-2 hub name, or a local
-    Hugging Face GPT-2 directory (checkpoint is None for the last two)."""
+def resume_path(out_dir):
+    """Where train.py resumes: out_dir/resume.pt, the state an interrupted run saved beside the best model
+    (always_save_checkpoint=False keeps ckpt.pt the best), when it is newer than ckpt.pt; else ckpt.pt."""
+    ckpt, resume = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'resume.pt')
+    if os.path.isfile(resume) and (not os.path.isfile(ckpt) or os.path.getmtime(resume) > os.path.getmtime(ckpt)):
+        return resume
+    return ckpt
+
+
+def load_model(init_from, out_dir='out', dropout=None, latest=False):
+    """(model, checkpoint) for init_from = 'resume' (out_dir/ckpt.pt, the best model; with latest, the newest
+    resume point, see resume_path), a GPT-2 hub name, or a local Hugging Face GPT-2 directory (checkpoint is
+    None for the last two)."""
     if init_from == 'resume':
-        checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
+        checkpoint = load_checkpoint(resume_path(out_dir) if latest else os.path.join(out_dir, 'ckpt.pt'))
         return model_from_checkpoint(checkpoint, dropout), checkpoint
     if init_from in GPT2_NAMES or os.path.isdir(init_from):
         override = {} if dropout is None else {'dropout': dropout}

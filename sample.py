@@ -57,6 +57,10 @@ except FileNotFoundError as e:
     raise FileNotFoundError(f"{e}; for example, the CPU quickstart: `python data/shakespeare_char/prepare.py && "
                             f"python train.py config/train_shakespeare_char_cpu.py`, then "
                             f"`python sample.py --out_dir=out-shakespeare-char-cpu`") from None
+if not all(torch.isfinite(p).all() for p in model.parameters()):
+    raise ValueError(f"the weights of {init_from if init_from != 'resume' else out_dir + '/ckpt.pt'} are not finite "
+                     f"(NaN or inf: it was saved after training diverged), so they cannot be sampled; retrain or "
+                     f"resume from a good checkpoint with a lower learning_rate")
 model.eval().to(device)
 if compile:
     model = torch.compile(model)

@@ -78,6 +78,8 @@ seed = 1337
 # -----------------------------------------------------------------------------
 config = configure(globals())  # overrides from config files and the command line
 command = shlex.join(['python', 'train.py', *sys.argv[1:]])  # recorded in ckpt.pt: what made the model
+resume_command = shlex.join(['python', 'train.py', *[a for a in sys.argv[1:] if not a.startswith('--init_from=')],
+                             '--init_from=resume'])  # the same config and out_dir, continued
 # every count and rate checked before any work: a 0 here would train nothing, divide by zero or NaN the loss later
 require_positive(globals(), 'gradient_accumulation_steps', 'batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd',
                  'eval_interval', 'log_interval', 'eval_iters', 'lr_decay_iters')
@@ -123,6 +125,7 @@ if master_process and meta_vocab_size is not None:
 # model init
 iter_num = 0
 best_val_loss = 1e9
+saved_iter = None  # the iteration of the ckpt.pt this run must not lose (its best model), once there is one
 checkpoint = None
 model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                   vocab_size=None, dropout=dropout)
@@ -136,7 +139,7 @@ else:
     if master_process:
         print(f"Initializing from {init_from} ({out_dir} checkpoint)" if init_from == 'resume' else
               f"Initializing from OpenAI GPT-2 weights: {init_from}")
-    model, checkpoint = load_model(init_from, out_dir, dropout)
+    model, checkpoint = load_model(init_from, out_dir, dropout, latest=True)  # an interrupted run's resume.pt first
     trained_with = recorded_tokenizer(checkpoint, init_from)  # a checkpoint knows its vocabulary; so does an export
     if trained_with is not None and not trained_with.same_as(data_tokenizer):
         raise ValueError(f"the model ({init_from if init_from != 'resume' else out_dir + '/ckpt.pt'}) was trained "
@@ -148,6 +151,7 @@ else:
     if checkpoint is not None:
         iter_num = checkpoint['iter_num']
         best_val_loss = checkpoint['best_val_loss']
+        saved_iter = checkpoint.get('best_iter', iter_num)
     if block_size < model.config.block_size:  # e.g. GPT-2's 1024 cropped to a smaller context
         model.crop_block_size(block_size)
         model_args['block_size'] = block_size
@@ -189,7 +193,8 @@ if master_process:
     print(f"{device}, {dtype}; MFU is measured against a peak of {peak / 1e12:.3f} TFLOP/s ({peak_source})")
 
 
-def save(reason):
+def save(reason, name='ckpt.pt'):
+    global saved_iter
     ckpt = {
         'model': clean_state_dict(raw_model.state_dict()),
         'optimizer': optimizer.state_dict(),
@@ -198,28 +203,63 @@ def save(reason):
         'best_val_loss': best_val_loss,
         'config': config,
         'tokenizer': data_tokenizer.state(),  # sample.py, export.py and the evaluators need no data/ folder
+        'best_iter': iter_num if name == 'ckpt.pt' else saved_iter,  # the iteration ckpt.pt holds
         'command': command,
         'scaler': scaler.state_dict(),
         'rng': {'cpu': torch.get_rng_state(),
                 'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda' else None},
     }
-    path = os.path.join(out_dir, 'ckpt.pt')
+    path = os.path.join(out_dir, name)
     save_checkpoint(ckpt, path)
     print(f"saving checkpoint to {path} ({reason})")
+    saved_iter = iter_num if name == 'ckpt.pt' else saved_iter
+    if name == 'ckpt.pt' and os.path.exists(os.path.join(out_dir, 'resume.pt')):
+        os.remove(os.path.join(out_dir, 'resume.pt'))  # ckpt.pt is the newest state now
+
+
+def diverged(what):
+    """The one-line error for a non-finite loss or weights: nothing non-finite is ever saved."""
+    kept = (f"{out_dir}/ckpt.pt (iter {saved_iter}) is kept" if saved_iter is not None else
+            "no checkpoint was saved before it")
+    advice = "use dtype=bfloat16 or float32 (float16 overflows), or " if dtype == 'float16' else ""
+    return ValueError(f"{what} at iter {iter_num}: training diverged; {kept}. To go on, {advice}lower "
+                      f"learning_rate or raise warmup_iters, then resume: {resume_command}")
+
+
+def weights_are_finite():
+    return all(torch.isfinite(p).all() for p in raw_model.parameters())
+
+
+# out_dir/log.jsonl is the training curve, one record per eval; --eval_only runs write eval.jsonl instead, so a
+# plot of the log never loops back. A resumed run replays its iterations from iter_num on, so it first drops the
+# records the interrupted run had logged from there.
+log_path = os.path.join(out_dir, 'eval.jsonl' if eval_only else 'log.jsonl')
+if master_process and init_from == 'resume' and not eval_only and os.path.exists(log_path):
+    with open(log_path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line).get('iter', -1) < iter_num]
+    with open(log_path + '.tmp', 'w') as f:
+        f.writelines(kept)
+    os.replace(log_path + '.tmp', log_path)
 
 
 def log_eval(record):
-    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
+    with open(log_path, 'a') as f:
         f.write(json.dumps(record) + '\n')
     if wandb_log:
         wandb.log(record)
 
 
 def stop_run():
-    """After a stop request: save what was trained (an evaluation writes nothing to keep), then exit 130."""
+    """After a stop request: save what was trained, then exit 130. Non-finite weights are never written; with
+    always_save_checkpoint=False ckpt.pt stays the best model and the state goes to resume.pt beside it (which
+    --init_from=resume reads when it is the newer)."""
     if master_process and not eval_only and local_iter_num > 0:
-        save(f"interrupted at iter {iter_num}")
-        print(f"stopped by signal; resume with --init_from=resume --out_dir={out_dir}")
+        if not weights_are_finite():
+            raise diverged("the weights became non-finite")
+        keep_best = not always_save_checkpoint and saved_iter is not None
+        save(f"interrupted at iter {iter_num}" + ("; ckpt.pt keeps the best model" if keep_best else ''),
+             'resume.pt' if keep_best else 'ckpt.pt')
+        print(f"stopped by signal; resume with: {resume_command}")
     elif master_process:
         print("stopped by signal")
     if ddp:
@@ -256,9 +296,7 @@ while True:
                       'ms_per_iter': median_ms, 'tokens_per_s': tokens_per_iter / median_ms * 1e3 if median_ms else None,
                       'mfu': running_mfu if running_mfu >= 0 else None, 'elapsed_s': elapsed})
             if not (math.isfinite(losses['train']) and math.isfinite(losses['val'])):
-                raise ValueError(f"the loss became {losses['val']} at iter {iter_num}: training diverged; "
-                                 f"the last good checkpoint in {out_dir} is kept. Lower learning_rate, "
-                                 f"raise warmup_iters or use dtype=bfloat16/float32")
+                raise diverged(f"the loss became {losses['val']}")
             improved = losses['val'] < best_val_loss
             best_val_loss = min(best_val_loss, losses['val'])
             if not eval_only and local_iter_num > 0 and (improved or always_save_checkpoint):
@@ -277,9 +315,7 @@ while True:
     if iter_num % log_interval == 0 and master_process:
         lossf = loss.item()  # a CPU-GPU sync point
         if not math.isfinite(lossf):
-            raise ValueError(f"the training loss became {lossf} at iter {iter_num}: training diverged; the last "
-                             f"good checkpoint in {out_dir} is kept. Lower learning_rate, raise warmup_iters "
-                             f"or use dtype=bfloat16/float32")
+            raise diverged(f"the training loss became {lossf}")
         if local_iter_num >= 5:  # let the training loop settle a bit
             step_times.append(dt * 1000)
             mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt, peak)  # per device
@@ -298,7 +334,7 @@ while True:
 
 if master_process and step_times:
     median_ms = sorted(step_times)[len(step_times) // 2]
-    print(f"done: {iter_num} iters in {time.time() - start_time:.1f}s, median {median_ms:.2f}ms/iter, "
+    print(f"done: {local_iter_num} iters (to iter {iter_num}) in {time.time() - start_time:.1f}s, median {median_ms:.2f}ms/iter, "
           f"{tokens_per_iter / median_ms * 1e3:,.0f} tokens/s")
 if ddp:
     destroy_process_group()

@@ -124,3 +124,87 @@ def test_concurrent_writers_never_mix_a_checkpoint(tmp_path):
     for w in writers:
         assert w.wait() == 0, w.stderr.read()  # neither writer lost its temporary file to the other
     assert seen and not [f for f in os.listdir(tmp_path) if f != 'ckpt.pt']
+
+
+def trained(out_dir, *args):
+    """40 steps of a tiny model into out_dir, evaluated every 20; ckpt.pt holds iter 40 (its val is the best)."""
+    run_script('train.py', '--dataset=shakespeare_char', *TINY, f'--out_dir={out_dir}', '--gradient_accumulation_steps=1',
+               '--max_iters=40', '--lr_decay_iters=40', '--eval_interval=20', '--eval_iters=2', '--learning_rate=1e-2',
+               *args)
+    assert torch.load(out_dir / 'ckpt.pt', weights_only=True)['iter_num'] == 40
+
+
+# a resumed run that trains on and on with no eval or log step of its own: only a signal ends it
+ENDLESS = ['--init_from=resume', '--gradient_accumulation_steps=1', '--eval_iters=2', '--max_iters=1000000',
+           '--lr_decay_iters=1000000', '--eval_interval=1000000', '--log_interval=1000000',
+           '--always_save_checkpoint=False']
+
+
+def sigterm_after(proc, seconds):
+    wait_for_line(proc, 'MFU is measured against')
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=120)
+
+
+def test_a_stop_after_divergence_saves_nothing_and_keeps_the_good_checkpoint(shakespeare_char, tmp_path):
+    trained(tmp_path)
+    before = (tmp_path / 'ckpt.pt').read_bytes()
+    proc = start_train(f'--out_dir={tmp_path}', *ENDLESS, '--learning_rate=1e9')  # NaN within a few steps
+    out, err = sigterm_after(proc, 3.0)
+    lines = [line for line in err.splitlines() if line.startswith('error: ')]
+    assert proc.returncode == 2 and len(lines) == 1 and 'Traceback' not in err, (out, err)
+    assert 'the weights became non-finite' in lines[0] and f'{tmp_path}/ckpt.pt (iter 40) is kept' in lines[0]
+    assert 'dtype' not in lines[0].split('then resume:')[0]  # a float32 run is not told to use float32
+    assert 'then resume: python train.py' in lines[0] and lines[0].endswith('--init_from=resume')
+    assert (tmp_path / 'ckpt.pt').read_bytes() == before and not (tmp_path / 'resume.pt').exists()
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert all(torch.isfinite(w).all() for w in ckpt['model'].values())
+
+
+def test_a_stop_keeps_the_best_model_and_resumes_from_where_it_stopped(shakespeare_char, tmp_path):
+    trained(tmp_path)
+    before = (tmp_path / 'ckpt.pt').read_bytes()
+    proc = start_train(f'--out_dir={tmp_path}', *ENDLESS, '--learning_rate=1e-3')
+    out, err = sigterm_after(proc, 3.0)
+    assert proc.returncode == 130, (out, err)
+    assert (tmp_path / 'ckpt.pt').read_bytes() == before  # always_save_checkpoint=False: ckpt.pt is the best
+    resume = torch.load(tmp_path / 'resume.pt', weights_only=True)
+    assert resume['iter_num'] > 40 and resume['best_iter'] == 40
+    command = out.split('resume with: ')[1].splitlines()[0]
+    assert command.startswith('python train.py --dataset=shakespeare_char') and command.endswith('--init_from=resume')
+    # sample.py (and export.py) read the best model; --init_from=resume continues from resume.pt
+    run_script('train.py', '--dataset=shakespeare_char', *TINY, f'--out_dir={tmp_path}', '--init_from=resume',
+               '--eval_only=True', '--eval_iters=1', '--gradient_accumulation_steps=1')
+    import json
+    with open(tmp_path / 'eval.jsonl') as f:
+        assert json.loads(f.readline())['iter'] == resume['iter_num']
+    n = resume['iter_num'] + 5
+    proc = run_script('train.py', '--dataset=shakespeare_char', *TINY, f'--out_dir={tmp_path}', '--init_from=resume',
+                      '--gradient_accumulation_steps=1', f'--max_iters={n}', f'--lr_decay_iters={n}', '--eval_iters=2',
+                      f'--eval_interval={n}', '--always_save_checkpoint=True')
+    assert f'done: 5 iters (to iter {n})' in proc.stdout  # this run's iterations, not all of them
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == n
+    assert not (tmp_path / 'resume.pt').exists()  # ckpt.pt is the newest state again
+
+
+def test_a_resumed_run_keeps_log_jsonl_one_curve(shakespeare_char, tmp_path):
+    trained(tmp_path, '--always_save_checkpoint=True')
+    import json
+    with open(tmp_path / 'log.jsonl') as f:
+        assert [json.loads(line)['iter'] for line in f] == [0, 20, 40]
+    run_script('train.py', '--dataset=shakespeare_char', *TINY, f'--out_dir={tmp_path}', '--init_from=resume',
+               '--gradient_accumulation_steps=1', '--max_iters=60', '--lr_decay_iters=60', '--eval_interval=20',
+               '--eval_iters=2')
+    with open(tmp_path / 'log.jsonl') as f:
+        assert [json.loads(line)['iter'] for line in f] == [0, 20, 40, 60]  # iter 40 once, not twice
+
+
+def test_sampling_non_finite_weights_is_one_line(shakespeare_char, tmp_path):
+    trained(tmp_path)
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    ckpt['model']['transformer.h.0.mlp.c_fc.weight'][0, 0] = float('nan')
+    torch.save(ckpt, tmp_path / 'ckpt.pt')
+    proc = run_script('sample.py', f'--out_dir={tmp_path}', '--num_samples=1', '--max_new_tokens=5', '--device=cpu',
+                      check=False)
+    assert_one_line_error(proc, 'are not finite', 'cannot be sampled')
