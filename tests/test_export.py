@@ -148,8 +148,8 @@ def test_a_lone_checkpoint_samples_and_exports(char_ckpt, char_data, tmp_path):
         os.replace(hidden, char_data)
     assert samples(out)[0].startswith('ROMEO:') and len(samples(out)[0]) == 26
     assert hf_greedy(str(tmp_path / 'hf'), 'ROMEO:', 20) == samples(out)[0]
-    assert for_dataset(str(char_data)).same_as(Tokenizer.from_state(torch.load(
-        lone / 'ckpt.pt', weights_only=True)['tokenizer']))
+    recorded = torch.load(lone / 'ckpt.pt', weights_only=True)['tokenizer']
+    assert for_dataset(str(char_data)).same_as(Tokenizer.from_state(recorded))
 
 
 def test_export_bad_input(char_ckpt, tmp_path):
