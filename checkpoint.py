@@ -176,3 +176,20 @@ def tokenizer_for(checkpoint, init_from=None):
         raise FileNotFoundError(f"the model has a {model_vocab}-token vocabulary but no meta.pkl was found for its "
                                 f"dataset '{dataset}': run `python data/{dataset}/prepare.py` to recreate it")
     return tok
+
+
+def check_vocabulary(trained_with, dataset, model):
+    """The dataset's tokenizer, after checking it is the vocabulary the model was trained with (a ValueError
+    otherwise: the same ids would mean other text). `model` names the model in the message."""
+    from tokenizer import for_dataset
+    data_tok = for_dataset(dataset)
+    if not trained_with.same_as(data_tok):
+        raise ValueError(f"{model} was trained with {trained_with}, but dataset '{dataset}' is prepared with "
+                         f"{data_tok}: its ids would mean other text; pick the dataset the model was trained on, "
+                         f"prepare the data with the model's vocabulary, or train from scratch")
+    return data_tok
+
+
+def weights_are_finite(model):
+    """False if any weight is NaN or inf (training diverged): such weights are never saved nor sampled."""
+    return all(torch.isfinite(p).all() for p in model.parameters())

@@ -25,10 +25,9 @@ import torch
 import ppo
 import hardware
 import training
-from checkpoint import claim_out_dir, load_model, save_checkpoint, tokenizer_for
+from checkpoint import check_vocabulary, claim_out_dir, load_model, save_checkpoint, tokenizer_for
 from configurator import configure, require_positive
 from rewards import RewardModel, get_reward
-from tokenizer import for_dataset
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -113,11 +112,7 @@ config['dataset'] = dataset  # what tokenizer_for reads back from the saved chec
 data_dir = None
 if dataset:
     data_dir = training.check_dataset(dataset, block_size)
-    data_tok = for_dataset(dataset)
-    if not data_tok.same_as(tokenizer):
-        raise ValueError(f"dataset '{dataset}' uses another vocabulary ({data_tok.name}, {data_tok.vocab_size} tokens) "
-                         f"than the policy was trained with ({tokenizer.name}, {tokenizer.vocab_size}): pick the "
-                         f"dataset the model was trained on")
+    check_vocabulary(tokenizer, dataset, f"the policy ({init_from})")
 elif not prompt_file:
     raise ValueError(f"no prompts: init_from={init_from} names no dataset, so set dataset=<a prepared dataset> "
                      f"or prompt_file=<a .txt or .jsonl file of prompts>")

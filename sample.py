@@ -11,7 +11,7 @@ import sys
 import torch
 
 import hardware
-from checkpoint import load_model, tokenizer_for
+from checkpoint import load_model, tokenizer_for, weights_are_finite
 from configurator import configure
 
 # -----------------------------------------------------------------------------
@@ -57,7 +57,7 @@ except FileNotFoundError as e:
     raise FileNotFoundError(f"{e}; for example, the CPU quickstart: `python data/shakespeare_char/prepare.py && "
                             f"python train.py config/train_shakespeare_char_cpu.py`, then "
                             f"`python sample.py --out_dir=out-shakespeare-char-cpu`") from None
-if not all(torch.isfinite(p).all() for p in model.parameters()):
+if not weights_are_finite(model):
     raise ValueError(f"the weights of {init_from if init_from != 'resume' else out_dir + '/ckpt.pt'} are not finite "
                      f"(NaN or inf: it was saved after training diverged), so they cannot be sampled; retrain or "
                      f"resume from a good checkpoint with a lower learning_rate")

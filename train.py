@@ -26,7 +26,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import hardware
 import training
-from checkpoint import claim_out_dir, clean_state_dict, load_model, recorded_tokenizer, save_checkpoint
+from checkpoint import (check_vocabulary, claim_out_dir, clean_state_dict, load_model, recorded_tokenizer,
+                        save_checkpoint, weights_are_finite)
 from configurator import configure, install_error_hook, require, require_positive
 from model import GPT, GPTConfig
 from tokenizer import for_dataset
@@ -141,10 +142,8 @@ else:
               f"Initializing from OpenAI GPT-2 weights: {init_from}")
     model, checkpoint = load_model(init_from, out_dir, dropout, latest=True)  # an interrupted run's resume.pt first
     trained_with = recorded_tokenizer(checkpoint, init_from)  # a checkpoint knows its vocabulary; so does an export
-    if trained_with is not None and not trained_with.same_as(data_tokenizer):
-        raise ValueError(f"the model ({init_from if init_from != 'resume' else out_dir + '/ckpt.pt'}) was trained "
-                         f"with {trained_with}, but dataset '{dataset}' is prepared with {data_tokenizer}: its ids "
-                         f"would mean other text; prepare the data with the model's vocabulary, or train from scratch")
+    if trained_with is not None:
+        check_vocabulary(trained_with, dataset, out_dir + '/ckpt.pt' if init_from == 'resume' else init_from)
     c = model.config
     model_args.update(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
                       bias=c.bias, vocab_size=c.vocab_size, dropout=c.dropout)
@@ -195,6 +194,8 @@ if master_process:
 
 def save(reason, name='ckpt.pt'):
     global saved_iter
+    if name == 'ckpt.pt':
+        saved_iter = iter_num
     ckpt = {
         'model': clean_state_dict(raw_model.state_dict()),
         'optimizer': optimizer.state_dict(),
@@ -203,7 +204,7 @@ def save(reason, name='ckpt.pt'):
         'best_val_loss': best_val_loss,
         'config': config,
         'tokenizer': data_tokenizer.state(),  # sample.py, export.py and the evaluators need no data/ folder
-        'best_iter': iter_num if name == 'ckpt.pt' else saved_iter,  # the iteration ckpt.pt holds
+        'best_iter': saved_iter,  # the iteration ckpt.pt holds
         'command': command,
         'scaler': scaler.state_dict(),
         'rng': {'cpu': torch.get_rng_state(),
@@ -212,7 +213,6 @@ def save(reason, name='ckpt.pt'):
     path = os.path.join(out_dir, name)
     save_checkpoint(ckpt, path)
     print(f"saving checkpoint to {path} ({reason})")
-    saved_iter = iter_num if name == 'ckpt.pt' else saved_iter
     if name == 'ckpt.pt' and os.path.exists(os.path.join(out_dir, 'resume.pt')):
         os.remove(os.path.join(out_dir, 'resume.pt'))  # ckpt.pt is the newest state now
 
@@ -224,10 +224,6 @@ def diverged(what):
     advice = "use dtype=bfloat16 or float32 (float16 overflows), or " if dtype == 'float16' else ""
     return ValueError(f"{what} at iter {iter_num}: training diverged; {kept}. To go on, {advice}lower "
                       f"learning_rate or raise warmup_iters, then resume: {resume_command}")
-
-
-def weights_are_finite():
-    return all(torch.isfinite(p).all() for p in raw_model.parameters())
 
 
 # out_dir/log.jsonl is the training curve, one record per eval; --eval_only runs write eval.jsonl instead, so a
@@ -254,7 +250,7 @@ def stop_run():
     always_save_checkpoint=False ckpt.pt stays the best model and the state goes to resume.pt beside it (which
     --init_from=resume reads when it is the newer)."""
     if master_process and not eval_only and local_iter_num > 0:
-        if not weights_are_finite():
+        if not weights_are_finite(raw_model):
             raise diverged("the weights became non-finite")
         keep_best = not always_save_checkpoint and saved_iter is not None
         save(f"interrupted at iter {iter_num}" + ("; ckpt.pt keeps the best model" if keep_best else ''),

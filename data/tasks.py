@@ -21,10 +21,10 @@ from collections import Counter, defaultdict
 import numpy as np
 import torch
 
+import hardware
 from checkpoint import load_model, tokenizer_for
 from data.common import as_uint16, atomic_outputs, write_ids
 from tokenizer import Tokenizer, dataset_dir
-import hardware
 
 LINE_END = '\n'
 

@@ -20,12 +20,11 @@ import numpy as np
 import torch
 
 import training
-from checkpoint import tokenizer_for
+from checkpoint import check_vocabulary, tokenizer_for
 from configurator import configure
 from data.common import atomic_outputs
 from ppo import completion_texts, generate_completions, load_gpt, prompt_windows
 from rewards import get_reward
-from tokenizer import for_dataset
 
 init_from = 'out-shakespeare-char-cpu'  # the model whose samples are compared: an out_dir, a GPT-2 name or a HF dir
 dataset = ''  # prompts are windows of its train split; '' = the model's own dataset
@@ -47,7 +46,7 @@ torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
 model, checkpoint = load_gpt(init_from)
 model.to(device)
-tokenizer = tokenizer_for(checkpoint)
+tokenizer = tokenizer_for(checkpoint, init_from)
 dataset = dataset or (checkpoint or {}).get('config', {}).get('dataset', '')
 if not dataset:
     raise ValueError(f"{init_from}/ckpt.pt names no dataset: set dataset=<the prepared dataset to take prompts from>")
@@ -55,9 +54,7 @@ if prompt_len + max_new_tokens > model.config.block_size:
     raise ValueError(f"prompt_len + max_new_tokens ({prompt_len + max_new_tokens}) is longer than the model's "
                      f"context of {model.config.block_size}")
 data_dir = training.check_dataset(dataset, prompt_len)
-if not for_dataset(dataset).same_as(tokenizer):
-    raise ValueError(f"dataset '{dataset}' uses another vocabulary than {init_from}: pick the dataset the model was "
-                     f"trained on")
+check_vocabulary(tokenizer, dataset, init_from)
 train_tokens = training.open_split(data_dir, 'train')
 score = get_reward(label, device)
 
