@@ -1,7 +1,7 @@
 """
 Benchmark the training step and generation: ms/iter, tokens/s and MFU.
 
-The training step timed is training.train_step, the function train.py calls, on a model and optimizer
+The training step timed is loop.train_step, the function train.py calls, on a model and optimizer
 built the way train.py builds them. MFU is measured against a stated peak (hardware.peak_flops, as train.py):
 the GPU's published dense bf16 figure, or elsewhere the best matmul rate measured here at the run's dtype
 (float32 on a CPU that only emulates bf16), in well under a second.
@@ -23,10 +23,11 @@ import time
 
 import torch
 
+import dataloader
 import hardware
-import training
-from configurator import REPO_DIR, configure, require_positive
-from model import GPT, GPTConfig
+import loop
+from checkpoint import new_model
+from configurator import REPO_DIR, UserError, configure, require_positive
 from tokenizer import dataset_dir, for_dataset
 
 # -----------------------------------------------------------------------------
@@ -107,20 +108,22 @@ def synthetic_batches(device):
 
 
 def bench_train(model, peak, ctx, device, device_type):
-    """Time training.train_step for warmup_steps + num_steps; print ms/iter, tokens/s and MFU."""
+    """Time loop.train_step for warmup_steps + num_steps; print ms/iter, tokens/s and MFU."""
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
     optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
     step_model = torch.compile(model) if compile else model
     if real_data:
-        data_dir = training.check_dataset(dataset, block_size)
-        batches = training.train_batches(data_dir, seed, 0, batch_size, block_size, gradient_accumulation_steps,
-                                         gradient_accumulation_steps, 0, model.config.vocab_size, device)
+        data_dir = dataloader.check_dataset(dataset, block_size)
+        batches = dataloader.train_batches(data_dir, seed=seed, start_step=0, batch_size=batch_size,
+                                           block_size=block_size, grad_accum=gradient_accumulation_steps,
+                                           micro_steps=gradient_accumulation_steps, rank=0,
+                                           vocab_size=model.config.vocab_size, device=device)
     else:
         batches = synthetic_batches(device)
 
     def step():
-        loss = training.train_step(step_model, optimizer, scaler, batches, gradient_accumulation_steps, ctx,
-                                   grad_clip, learning_rate)
+        loss = loop.train_step(step_model, optimizer, batches, scaler=scaler, micro_steps=gradient_accumulation_steps,
+                               ctx=ctx, grad_clip=grad_clip, lr=learning_rate)
         loss.item()  # waits for the step, as train.py's logging does
 
     times = []
@@ -146,9 +149,9 @@ def bench_generate(model, ctx, device, device_type):
     """Tokens/s of model.generate from a short random prompt, with and without the KV cache."""
     new_tokens = gen_tokens if gen_tokens is not None else block_size - gen_prompt_len
     if new_tokens < 1 or gen_prompt_len < 1 or gen_prompt_len + new_tokens > block_size:
-        raise ValueError(f"gen_prompt_len ({gen_prompt_len}) + gen_tokens ({new_tokens}) must fit block_size "
-                         f"({block_size}), both at least 1: past block_size the cache is rebuilt every step; "
-                         f"raise block_size (e.g. --block_size=1024) or lower gen_tokens")
+        raise UserError(f"gen_prompt_len ({gen_prompt_len}) + gen_tokens ({new_tokens}) must fit block_size "
+                        f"({block_size}), both at least 1: past block_size the cache is rebuilt every step; "
+                        f"raise block_size (e.g. --block_size=1024) or lower gen_tokens")
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     prompt = torch.randint(model.config.vocab_size, (gen_batch, gen_prompt_len), generator=gen).to(device)
@@ -186,8 +189,8 @@ ITER_LINE = re.compile(r'iter (\d+): loss ([\d.]+), time ([\d.]+)ms')
 
 def run_timed(args, cwd=REPO_DIR):
     """Run `python *args` in cwd. Returns its output lines, each paired with the wall seconds since the
-    process was started (imports included), and the total wall seconds."""
-    start = time.perf_counter()
+    process was started (imports included), the total wall seconds, and the start as a Unix time."""
+    started, start = time.time(), time.perf_counter()
     proc = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
     lines = []
@@ -199,41 +202,43 @@ def run_timed(args, cwd=REPO_DIR):
     if proc.wait() != 0:
         tail = '\n'.join(line for _, line in lines[-15:])
         raise SystemExit(f"{tail}\npython {' '.join(args)} (in {cwd}) failed with exit code {proc.returncode}")
-    return lines, wall
+    return lines, wall, started
 
 
-def parse_run(lines, target_val, log_records=()):
+def parse_run(lines, target_val, log_records=None, started=None):
     """
-    The figures of a training run from its output (as run_timed returns it), for this repo's train.py and
-    nanoGPT's alike: evals [{iter, val_loss, wall_s (when its line was printed)}] (val_loss at full precision
-    from log.jsonl records where given); crossing, the first eval with val_loss <= target_val or None;
-    ms_per_iter, the median of the iteration times printed from iter 5 on (train.py's own rule);
-    first_step_s, the wall seconds from process start to the first iteration line.
+    The figures of a training run, as a dict: evals [{iter, val_loss, wall_s (seconds after the process
+    started)}]; crossing, the first eval with val_loss <= target_val, or None; ms_per_iter, the median step
+    time from iter 5 on; first_step_s, when the first iteration line was printed (lines as run_timed returns).
+    This repo's train.py gives its log.jsonl records (and the Unix time the process started): the figures are
+    the log's, at full precision. nanoGPT's train.py writes no log, so its printed lines are read instead.
     """
-    val_by_iter = {r['iter']: r['val_loss'] for r in log_records}
-    evals, step_ms, first_step_s = [], [], None
-    for wall, line in lines:
-        if m := EVAL_LINE.match(line):
-            it = int(m[1])
-            evals.append({'iter': it, 'val_loss': val_by_iter.get(it, float(m[3])), 'wall_s': wall})
-        elif m := ITER_LINE.match(line):
-            first_step_s = wall if first_step_s is None else first_step_s
-            if int(m[1]) >= 5:
+    first_step_s = next((wall for wall, line in lines if ITER_LINE.match(line)), None)
+    if log_records is not None:
+        evals = [{'iter': r['iter'], 'val_loss': r['val_loss'], 'wall_s': r['time'] - started} for r in log_records]
+        ms = log_records[-1]['ms_per_iter'] if log_records else None
+    else:
+        evals, step_ms = [], []
+        for wall, line in lines:
+            if m := EVAL_LINE.match(line):
+                evals.append({'iter': int(m[1]), 'val_loss': float(m[3]), 'wall_s': wall})
+            elif (m := ITER_LINE.match(line)) and int(m[1]) >= 5:  # train.py's own rule: from iter 5 on
                 step_ms.append(float(m[3]))
+        ms = sorted(step_ms)[len(step_ms) // 2] if step_ms else None  # the median as train.py takes it
     crossing = next((e for e in evals if e['val_loss'] <= target_val), None)
-    ms = sorted(step_ms)[len(step_ms) // 2] if step_ms else float('nan')  # the median as train.py takes it
-    return {'evals': evals, 'crossing': crossing, 'ms_per_iter': ms, 'first_step_s': first_step_s}
+    return {'evals': evals, 'crossing': crossing, 'ms_per_iter': ms if ms is not None else float('nan'),
+            'first_step_s': first_step_s}
 
 
 def timed_train_run(name, args, out_dir, cwd=REPO_DIR, tokens_per_iter=768):
     """Run `python train.py *args --out_dir=out_dir` in cwd and print its figures; returns parse_run's dict
-    with wall_s added."""
+    with wall_s added. A run of this repo's train.py is read from its log.jsonl, nanoGPT's from its output."""
     print(f"\n[{name}] $ python train.py {' '.join(args)}\n  (in {cwd}, out_dir in a temp dir) {load_note()}",
           flush=True)
-    lines, wall = run_timed(['train.py', *args, f'--out_dir={out_dir}'], cwd)
+    lines, wall, started = run_timed(['train.py', *args, f'--out_dir={out_dir}'], cwd)
     log_path = os.path.join(out_dir, 'log.jsonl')
-    log = [json.loads(line) for line in open(log_path)] if os.path.exists(log_path) else []
-    run = {**parse_run(lines, target_val, log), 'wall_s': wall}
+    log = [json.loads(line) for line in open(log_path)] if cwd == REPO_DIR else None
+    run = {**parse_run(lines, target_val, log, started), 'wall_s': wall}
     cross = run['crossing']
     print(f"  {wall:.1f} s wall, first step {run['first_step_s']:.1f} s after start, final val loss "
           f"{run['evals'][-1]['val_loss']:.4f}, median {run['ms_per_iter']:.2f} ms/iter "
@@ -246,13 +251,13 @@ def timed_train_run(name, args, out_dir, cwd=REPO_DIR, tokens_per_iter=768):
 def quickstart():
     """The CPU quickstart and nanoGPT's command through this repo's train.py, and nanoGPT's command through
     nanoGPT's own train.py when nanogpt_dir is set, `rounds` times in alternation; prints the medians."""
-    training.check_dataset('shakespeare_char', 64)  # says to run data/shakespeare_char/prepare.py if missing
+    dataloader.check_dataset('shakespeare_char', 64)  # says to run data/shakespeare_char/prepare.py if missing
     runs = {'nanogpt': [], 'ours': [], 'quickstart': []}
     nanogpt = os.path.abspath(nanogpt_dir) if nanogpt_dir else None
     if nanogpt and not os.path.isfile(os.path.join(nanogpt, 'data', 'shakespeare_char', 'train.bin')):
-        raise FileNotFoundError(f"{nanogpt_dir}/data/shakespeare_char/train.bin not found: nanogpt_dir must be a "
-                                f"clone of karpathy/nanoGPT with its shakespeare_char prepared (copy this repo's "
-                                f"data/shakespeare_char/input.txt there and run its prepare.py)")
+        raise UserError(f"{nanogpt_dir}/data/shakespeare_char/train.bin not found: nanogpt_dir must be a "
+                        f"clone of karpathy/nanoGPT with its shakespeare_char prepared (copy this repo's "
+                        f"data/shakespeare_char/input.txt there and run its prepare.py)")
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             if nanogpt:
@@ -282,7 +287,7 @@ def quickstart():
 if __name__ == '__main__':
     configure(globals())
     if mode not in ('train', 'generate', 'all', 'quickstart'):
-        raise ValueError(f"mode must be 'train', 'generate', 'all' or 'quickstart', got '{mode}'")
+        raise UserError(f"mode must be 'train', 'generate', 'all' or 'quickstart', got '{mode}'")
     if mode == 'quickstart':
         require_positive(globals(), 'rounds')
         quickstart()
@@ -294,8 +299,8 @@ if __name__ == '__main__':
     elif real_data:
         vocab_size = 50304  # GPT-2's 50257, padded as train.py does
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
-                          n_embd=n_embd, dropout=dropout, bias=bias)).to(device)
+    model = new_model(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                      dropout=dropout, bias=bias).to(device)
     print(f"{device}, {dtype}, compile={compile}, {'real' if real_data else 'synthetic'} data, "
           f"{model.get_num_params() / 1e6:.2f}M params, {torch.get_num_threads()} threads; {load_note()}")
     if mode in ('train', 'all'):

@@ -1,14 +1,20 @@
 """
-ckpt.pt: writing it atomically, reading it safely, and building a model from `init_from`.
+ckpt.pt: building it, writing it atomically, reading it safely, and building a model from `init_from`.
 
 A checkpoint is a dict of plain tensors and Python values with nanoGPT's keys (model, optimizer,
-model_args, iter_num, best_val_loss, config) plus what an exact resume needs (rng, scaler), so
-torch.load(weights_only=True) reads it and nanoGPT's own checkpoints load here unchanged.
+model_args, iter_num, best_val_loss, config) plus the tokenizer it was trained with and what an exact
+resume needs (rng, scaler), so torch.load(weights_only=True) reads it and nanoGPT's own checkpoints load
+here unchanged. A GPT with a scalar head (ppo.ScalarHeadGPT: rlhf.py's value head, train_reward.py's
+reward head) keeps 'model' a plain GPT and saves the head under 'scalar_head', its use under
+'scalar_head_role' ('value' or 'reward').
+
+`init_from` means the same in every script: 'resume' (this script's out_dir/ckpt.pt), another run's
+out_dir (a folder holding ckpt.pt), a GPT-2 hub name, or a local Hugging Face GPT-2 directory.
 """
 import os
 import sys
 import tempfile
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 try:
     import fcntl  # the out_dir lock; Windows has no fcntl, and runs there go without the lock
@@ -17,9 +23,29 @@ except ImportError:
 
 import torch
 
+from configurator import UserError
 from model import GPT, GPT2_NAMES, GPTConfig
 
 STATE_DICT_PREFIXES = ('_orig_mod.', 'module.')  # left by torch.compile and DDP wrappers
+LEGACY_HEAD_KEYS = {'head': 'reward', 'value_head': 'value'}  # the scalar head's key before 2026-12
+
+
+def new_model(**model_args):
+    """GPT(GPTConfig(**model_args)); a configuration the model rejects (say, n_embd not divisible by n_head)
+    is a UserError, since its numbers come from the user's settings or a checkpoint."""
+    try:
+        config = GPTConfig(**model_args)
+    except ValueError as e:
+        raise UserError(f"{e}: fix the model settings") from None
+    return GPT(config)
+
+
+def make_checkpoint(model, optimizer, iter_num, best_val_loss, config, tokenizer, **extra):
+    """The ckpt.pt dict of every script: nanoGPT's keys (model_args as the GPTConfig fields), the tokenizer
+    (sample.py, export.py and the evaluators then need no data/ folder), and the script's extra keys."""
+    return {'model': clean_state_dict(model.state_dict()), 'optimizer': optimizer.state_dict(),
+            'model_args': asdict(model.config), 'iter_num': iter_num, 'best_val_loss': best_val_loss,
+            'config': config, 'tokenizer': tokenizer.state(), **extra}
 
 
 def save_checkpoint(checkpoint, path):
@@ -54,19 +80,19 @@ def claim_out_dir(out_dir):
         with tempfile.TemporaryFile(dir=out_dir):  # the same kind of write a checkpoint save does
             pass
     except OSError as e:
-        raise ValueError(f"cannot write checkpoints into out_dir {out_dir} ({e.strerror}): pick a writable "
-                         f"--out_dir") from None
+        raise UserError(f"cannot write checkpoints into out_dir {out_dir} ({e.strerror}): pick a writable "
+                        f"--out_dir") from None
     if os.path.isdir(ckpt):
-        raise ValueError(f"{ckpt} is a directory, so no checkpoint can be saved there: move it away or pick "
-                         f"another --out_dir")
+        raise UserError(f"{ckpt} is a directory, so no checkpoint can be saved there: move it away or pick "
+                        f"another --out_dir")
     if fcntl is not None:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
             owner = lock.read().strip() or 'another process'
-            raise ValueError(f"out_dir {out_dir} is in use by {owner}: two runs writing one out_dir would "
-                             f"overwrite each other's checkpoints; wait for it, stop it, or pick another --out_dir")
+            raise UserError(f"out_dir {out_dir} is in use by {owner}: two runs writing one out_dir would "
+                            f"overwrite each other's checkpoints; wait for it, stop it, or pick another --out_dir")
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()} ({' '.join(sys.argv[:1])})\n")
@@ -94,19 +120,22 @@ def clean_state_dict(state_dict):
 def load_checkpoint(path):
     """Read ckpt.pt onto the CPU (the caller moves the model) without running pickled code."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}: train one first with "
-                                f"`python train.py --out_dir={os.path.dirname(path) or '.'}` "
-                                f"(or pick init_from= a GPT-2 name or a local Hugging Face directory)")
+        raise UserError(f"no checkpoint at {path}: train one first with "
+                        f"`python train.py --out_dir={os.path.dirname(path) or '.'}` "
+                        f"(or pick init_from= a GPT-2 name or a local Hugging Face directory)")
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # truncated zip, random bytes, pickle that needs code: all unreadable
         first_line = (str(e).strip().splitlines() or [''])[0][:200]
-        raise ValueError(f"cannot read checkpoint {path} ({type(e).__name__}: {first_line}): the file is "
-                         f"corrupt or truncated; delete it (or restore a copy) and train or resume from another")
+        raise UserError(f"cannot read checkpoint {path} ({type(e).__name__}: {first_line}): the file is "
+                        f"corrupt or truncated; delete it (or restore a copy) and train or resume from another")
     missing = [k for k in ('model', 'model_args') if k not in checkpoint]
     if not isinstance(checkpoint, dict) or missing:
-        raise ValueError(f"{path} is not a training checkpoint: it lacks {missing or 'a dict'}")
+        raise UserError(f"{path} is not a training checkpoint: it lacks {missing or 'a dict'}")
     checkpoint['model'] = clean_state_dict(checkpoint['model'])
+    for key, role in LEGACY_HEAD_KEYS.items():
+        if key in checkpoint:
+            checkpoint['scalar_head'], checkpoint['scalar_head_role'] = checkpoint.pop(key), role
     return checkpoint
 
 
@@ -116,12 +145,17 @@ def model_from_checkpoint(checkpoint, dropout=None):
     model_args = {k: v for k, v in checkpoint['model_args'].items() if k in names}
     if dropout is not None:
         model_args['dropout'] = dropout
-    model = GPT(GPTConfig(**model_args))
+    model = new_model(**model_args)
     try:
         model.load_state_dict(checkpoint['model'])
     except RuntimeError as e:
-        raise ValueError(f"the checkpoint's weights do not fit its model_args: {str(e).splitlines()[0]}")
+        raise UserError(f"the checkpoint's weights do not fit its model_args: {str(e).splitlines()[0]}")
     return model
+
+
+def trained_dataset(checkpoint):
+    """The dataset a checkpoint's run trained on, '' when it does not say (or for pretrained weights, None)."""
+    return (checkpoint or {}).get('config', {}).get('dataset') or ''
 
 
 def resume_path(out_dir):
@@ -133,18 +167,27 @@ def resume_path(out_dir):
     return ckpt
 
 
-def load_model(init_from, out_dir='out', dropout=None, latest=False):
-    """(model, checkpoint) for init_from = 'resume' (out_dir/ckpt.pt, the best model; with latest, the newest
-    resume point, see resume_path), a GPT-2 hub name, or a local Hugging Face GPT-2 directory (checkpoint is
-    None for the last two)."""
+def load_model(init_from, out_dir=None, dropout=None, latest=False):
+    """(model, checkpoint) for any init_from: 'resume' (out_dir/ckpt.pt, the best model; with latest, the newest
+    resume point, see resume_path; a script that cannot resume passes no out_dir), another run's out_dir (a
+    folder holding ckpt.pt), a GPT-2 hub name, or a local Hugging Face GPT-2 directory (checkpoint None for
+    the last two). dropout, when given, replaces the model's."""
     if init_from == 'resume':
+        if out_dir is None:
+            raise UserError("init_from='resume' continues a script's own out_dir, which this script cannot do: name "
+                            "the model to start from (an out_dir holding ckpt.pt, a GPT-2 name or a Hugging Face "
+                            "directory)")
         checkpoint = load_checkpoint(resume_path(out_dir) if latest else os.path.join(out_dir, 'ckpt.pt'))
+        return model_from_checkpoint(checkpoint, dropout), checkpoint
+    if os.path.isfile(os.path.join(init_from, 'ckpt.pt')):
+        checkpoint = load_checkpoint(os.path.join(init_from, 'ckpt.pt'))
         return model_from_checkpoint(checkpoint, dropout), checkpoint
     if init_from in GPT2_NAMES or os.path.isdir(init_from):
         override = {} if dropout is None else {'dropout': dropout}
         return GPT.from_pretrained(init_from, override), None
-    raise ValueError(f"init_from='{init_from}' is not 'resume', a GPT-2 name ({', '.join(GPT2_NAMES)}) "
-                     f"or an existing local Hugging Face GPT-2 directory")
+    raise UserError(f"init_from='{init_from}' is not 'resume', an out_dir holding ckpt.pt, a GPT-2 name "
+                    f"({', '.join(GPT2_NAMES)}) or a local Hugging Face GPT-2 directory; train a model first, e.g. "
+                    f"`python train.py config/train_shakespeare_char_cpu.py`")
 
 
 def recorded_tokenizer(checkpoint, init_from=None):
@@ -169,24 +212,24 @@ def tokenizer_for(checkpoint, init_from=None):
         return recorded
     if checkpoint is None:
         return Tokenizer.gpt2()
-    dataset = checkpoint.get('config', {}).get('dataset')
+    dataset = trained_dataset(checkpoint)
     tok = for_dataset(dataset) if dataset else Tokenizer.gpt2()
     model_vocab = checkpoint.get('model_args', {}).get('vocab_size')
     if model_vocab is not None and tok.vocab_size > model_vocab:
-        raise FileNotFoundError(f"the model has a {model_vocab}-token vocabulary but no meta.pkl was found for its "
-                                f"dataset '{dataset}': run `python data/{dataset}/prepare.py` to recreate it")
+        raise UserError(f"the model has a {model_vocab}-token vocabulary but no meta.pkl was found for its "
+                        f"dataset '{dataset}': run `python data/{dataset}/prepare.py` to recreate it")
     return tok
 
 
 def check_vocabulary(trained_with, dataset, model):
-    """The dataset's tokenizer, after checking it is the vocabulary the model was trained with (a ValueError
+    """The dataset's tokenizer, after checking it is the vocabulary the model was trained with (a UserError
     otherwise: the same ids would mean other text). `model` names the model in the message."""
     from tokenizer import for_dataset
     data_tok = for_dataset(dataset)
     if not trained_with.same_as(data_tok):
-        raise ValueError(f"{model} was trained with {trained_with}, but dataset '{dataset}' is prepared with "
-                         f"{data_tok}: its ids would mean other text; pick the dataset the model was trained on, "
-                         f"prepare the data with the model's vocabulary, or train from scratch")
+        raise UserError(f"{model} was trained with {trained_with}, but dataset '{dataset}' is prepared with "
+                        f"{data_tok}: its ids would mean other text; pick the dataset the model was trained on, "
+                        f"prepare the data with the model's vocabulary, or train from scratch")
     return data_tok
 
 

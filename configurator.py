@@ -15,11 +15,13 @@ float); anything that does not parse is taken as a string (--device=cpu). Every 
 already exist in the script and keep its type: a typo or a wrong type is a one-line error,
 not a silently ignored setting.
 
-configure() also installs the repo's error convention: a ValueError or FileNotFoundError
-that reaches the top of a script is printed as one line, `error: ...`, and the process
-exits with code 2 (library code raises those with a message that says what to do).
+configure() also installs the repo's error convention: a UserError (raised by the repo's code
+for a mistake in what the user asked for, with a message that says what to do) that reaches
+the top of a script is printed as one line, `error: ...`, and the process exits with code 2.
+Every other exception is a bug somewhere and keeps its full traceback.
 """
 import ast
+import atexit
 import difflib
 import os
 import sys
@@ -27,27 +29,34 @@ import sys
 REPO_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def fail(message):
-    """End the program with the repo's one-line user error and exit code 2."""
-    sys.stdout.flush()
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+class UserError(Exception):
+    """A mistake in the user's request (a config value, a path, a dataset, a checkpoint), not in the code:
+    the message says what is wrong and what to do. At the top of a script it is one line and exit code 2."""
 
 
 def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
-    if issubclass(exc_type, (ValueError, FileNotFoundError)):
-        try:
-            sys.stdout.flush()
-        except Exception:
-            pass
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        os._exit(2)  # not sys.exit: an excepthook cannot change the exit status otherwise
-    _default(exc_type, exc, tb)
+    if not issubclass(exc_type, UserError):
+        return _default(exc_type, exc, tb)
+    # The stack has unwound, so every `finally` block has run. An excepthook cannot set the exit status,
+    # so run the atexit handlers (wandb, torch.distributed, ...) here, then leave with 2.
+    _flush(sys.stdout)  # what the script printed comes before the error line
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    atexit._run_exitfuncs()
+    _flush(sys.stdout)
+    _flush(sys.stderr)
+    os._exit(2)
+
+
+def _flush(stream):
+    try:
+        stream.flush()
+    except (OSError, ValueError):  # closed, or a broken pipe: nothing more can be shown
+        pass
 
 
 def install_error_hook():
-    """Print ValueError / FileNotFoundError reaching the top as `error: ...` and exit 2. Call it again
-    after torch.distributed.init_process_group, which installs an excepthook of its own."""
+    """Print a UserError reaching the top as `error: ...` and exit 2. Call it again after
+    torch.distributed.init_process_group, which installs an excepthook of its own."""
     sys.excepthook = _excepthook
 
 
@@ -61,7 +70,7 @@ def _check_key(key, keys, source):
     if key not in keys:
         near = difflib.get_close_matches(key, sorted(keys), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(near)}?" if near else f"; valid keys: {', '.join(sorted(keys))}"
-        raise ValueError(f"unknown config key '{key}' (from {source}){hint}")
+        raise UserError(f"unknown config key '{key}' (from {source}){hint}")
 
 
 def _coerce(key, value, default, source):
@@ -79,8 +88,8 @@ def _coerce(key, value, default, source):
             return float(value)
     elif isinstance(value, type(default)):
         return value
-    raise ValueError(f"config key '{key}' (from {source}) must be {type(default).__name__} "
-                     f"like its default {default!r}, got {type(value).__name__} {value!r}")
+    raise UserError(f"config key '{key}' (from {source}) must be {type(default).__name__} "
+                    f"like its default {default!r}, got {type(value).__name__} {value!r}")
 
 
 def resolve_config_path(arg):
@@ -95,7 +104,7 @@ def resolve_config_path(arg):
     names = sorted(f[:-3] for f in os.listdir(os.path.join(REPO_DIR, 'config')) if f.endswith('.py'))
     near = difflib.get_close_matches(os.path.basename(arg).removesuffix('.py'), names, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(near)}?" if near else f"; available: {', '.join(names)}"
-    raise FileNotFoundError(f"no config file '{arg}'{hint}")
+    raise UserError(f"no config file '{arg}'{hint}")
 
 
 def parse_value(text):
@@ -114,7 +123,7 @@ def configure(scope, argv=None, verbose=True):
         if arg.startswith('--'):
             key, eq, text = arg[2:].partition('=')
             if not eq:
-                raise ValueError(f"argument '{arg}' must look like --key=value")
+                raise UserError(f"argument '{arg}' must look like --key=value")
             _check_key(key, keys, arg)
             scope[key] = _coerce(key, parse_value(text), scope[key], arg)
             if verbose:
@@ -129,8 +138,8 @@ def configure(scope, argv=None, verbose=True):
             try:
                 code = compile(source, path, 'exec')
             except SyntaxError as e:  # a typo in the user's file, not a bug here: one line naming where
-                raise ValueError(f"config file {path}, line {e.lineno}: {e.msg}: fix the Python syntax "
-                                 f"there (a config file is plain Python assignments)") from None
+                raise UserError(f"config file {path}, line {e.lineno}: {e.msg}: fix the Python syntax "
+                                f"there (a config file is plain Python assignments)") from None
             exec(code, file_scope)
             for key, value in file_scope.items():
                 if key.startswith('_') or key == '__builtins__' or type(value).__name__ == 'module':
@@ -141,7 +150,7 @@ def configure(scope, argv=None, verbose=True):
 
 
 def require(scope, *names, at_least=None, above=None, below=None):
-    """A ValueError naming the first of these config keys of `scope` (a script's globals()) whose value is
+    """A UserError naming the first of these config keys of `scope` (a script's globals()) whose value is
     out of bounds: below `at_least`, not above `above`, or not below `below`. Scripts call it right after
     configure(), so a bad count or rate stops the run before any work, not as a crash (or a silent no-op)
     deep inside training."""
@@ -156,9 +165,9 @@ def require(scope, *names, at_least=None, above=None, below=None):
         value = scope[name]
         if ((at_least is not None and value < at_least) or (above is not None and value <= above)
                 or (below is not None and value >= below)):
-            raise ValueError(f"{name} must be {rule}, got {value!r}: set --{name}= to a value {rule}")
+            raise UserError(f"{name} must be {rule}, got {value!r}: set --{name}= to a value {rule}")
 
 
 def require_positive(scope, *names):
-    """A ValueError naming the first of these config keys of `scope` (a script's globals()) that is below 1."""
+    """A UserError naming the first of these config keys of `scope` (a script's globals()) that is below 1."""
     require(scope, *names, at_least=1)

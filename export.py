@@ -19,57 +19,57 @@ import shutil
 import sys
 import tempfile
 
-from checkpoint import load_model, tokenizer_for
-from configurator import configure
+from checkpoint import load_model, tokenizer_for, trained_dataset
+from configurator import UserError, configure
 from hf import save_model, save_tokenizer
 
 # -----------------------------------------------------------------------------
-init_from = 'resume'  # 'resume' (out_dir/ckpt.pt: train.py's or rlhf.py's), a GPT-2 name, or a local HF directory
+init_from = 'resume'  # 'resume' (out_dir/ckpt.pt: train.py's or rlhf.py's), an out_dir, a GPT-2 name, or a local HF dir
 out_dir = 'out'  # ignored if init_from is not 'resume'
 hf_dir = ''  # where to write the Hugging Face directory
 overwrite = False  # replace an existing non-empty hf_dir
 # -----------------------------------------------------------------------------
 configure(globals())
 if not hf_dir:
-    raise ValueError("say where to write the export: --hf_dir=<a new directory>")
+    raise UserError("say where to write the export: --hf_dir=<a new directory>")
 hf_dir = os.path.abspath(hf_dir)
 parent = os.path.dirname(hf_dir)
 if os.path.exists(hf_dir) and not os.path.isdir(hf_dir):
-    raise ValueError(f"hf_dir {hf_dir} is a file, not a directory: pick another --hf_dir")
+    raise UserError(f"hf_dir {hf_dir} is a file, not a directory: pick another --hf_dir")
 if os.path.isdir(hf_dir) and os.listdir(hf_dir) and not overwrite:
-    raise ValueError(f"hf_dir {hf_dir} exists and is not empty: pick another --hf_dir, or pass --overwrite=True "
-                     f"to replace it")
+    raise UserError(f"hf_dir {hf_dir} exists and is not empty: pick another --hf_dir, or pass --overwrite=True "
+                    f"to replace it")
 if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-    raise ValueError(f"cannot write into {parent}: it is not a writable directory; pick another --hf_dir")
+    raise UserError(f"cannot write into {parent}: it is not a writable directory; pick another --hf_dir")
 
 model, checkpoint = load_model(init_from, out_dir)
-if checkpoint is not None and 'head' in checkpoint:
-    raise ValueError(f"{out_dir}/ckpt.pt is a reward model (train_reward.py): its scalar head has a bias, which "
-                     f"transformers' GPT2ForSequenceClassification cannot hold, and its trunk was not trained as a "
-                     f"language model; export the policy or the model it was initialised from instead")
+source = os.path.join(out_dir if init_from == 'resume' else init_from, 'ckpt.pt') if checkpoint is not None else init_from
+if checkpoint is not None and checkpoint.get('scalar_head_role') == 'reward':
+    raise UserError(f"{source} is a reward model (train_reward.py): its scalar head has a bias, which "
+                    f"transformers' GPT2ForSequenceClassification cannot hold, and its trunk was not trained as a "
+                    f"language model; export the policy or the model it was initialised from instead")
 tokenizer = tokenizer_for(checkpoint, init_from)
 model_vocab = model.config.vocab_size
 if not (tokenizer.vocab_size == model_vocab or (tokenizer.name == 'gpt2' and model_vocab == 50304)):
-    raise ValueError(f"the model has {model_vocab} token ids but its {tokenizer.name} tokenizer has "
-                     f"{tokenizer.vocab_size}: the export would not round-trip")
+    raise UserError(f"the model has {model_vocab} token ids but its {tokenizer.name} tokenizer has "
+                    f"{tokenizer.vocab_size}: the export would not round-trip")
 
 
 def model_card():
-    c, cfg = model.config, (checkpoint or {}).get('config', {})
-    source = f"`{out_dir}/ckpt.pt`" if checkpoint is not None else f"`{init_from}`"
+    c = model.config
     lines = ['---', 'library_name: transformers', 'pipeline_tag: text-generation', 'tags: [gpt2]', '---', '',
              f"# {os.path.basename(hf_dir)}", '',
-             f"A GPT-2-architecture causal language model exported from {source} by `export.py`.", '',
+             f"A GPT-2-architecture causal language model exported from `{source}` by `export.py`.", '',
              f"- architecture: GPT-2, {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size}, "
              f"{model.get_num_params() / 1e6:.2f}M parameters (tied input and output embeddings)",
              f"- tokenizer: {'GPT-2 BPE (50,257 tokens)' if tokenizer.name == 'gpt2' else f'{tokenizer.vocab_size} characters, one token each'}"]
     if checkpoint is not None:
-        lines += [f"- training data: `{cfg.get('dataset', 'unknown')}`",
+        lines += [f"- training data: `{trained_dataset(checkpoint) or 'unknown'}`",
                   f"- iterations: {checkpoint.get('iter_num', 'unknown')}",
                   f"- best val loss: {checkpoint.get('best_val_loss', float('nan')):.4f}"]
         if checkpoint.get('command'):
             lines.append(f"- trained by: `{checkpoint['command']}`")
-        if 'value_head' in checkpoint:
+        if checkpoint.get('scalar_head_role') == 'value':
             lines.append("- an RLHF policy (rlhf.py): its PPO value head is not part of the export")
     lines += [f"- exported by: `python export.py {' '.join(sys.argv[1:])}`", '', '```python',
               'from transformers import pipeline',

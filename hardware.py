@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from configurator import UserError
+
 DTYPES = ('float32', 'bfloat16', 'float16')
 
 
@@ -82,7 +84,7 @@ def resolve_dtype(dtype, device_type, capabilities=None):
     `capabilities`: torch's CPU report (cpu_capabilities()); tests pass a fake one.
     """
     if dtype not in DTYPES + ('auto',):
-        raise ValueError(f"dtype must be 'float32', 'bfloat16', 'float16' or 'auto', got '{dtype}'")
+        raise UserError(f"dtype must be 'float32', 'bfloat16', 'float16' or 'auto', got '{dtype}'")
     if device_type == 'cpu':
         if dtype == 'auto':
             return 'bfloat16' if cpu_has_native_bf16(capabilities) else 'float32'
@@ -105,20 +107,20 @@ def autocast_context(device_type, dtype):
 
 
 def check_device(device, device_type):
-    """A ValueError if this machine has no such device: torch would only fail later, with an AssertionError
+    """A UserError if this machine has no such device: torch would only fail later, with an AssertionError
     or a RuntimeError traceback from deep inside the first .to(device)."""
     fix = "use --device=cpu, or --device=auto (CUDA where there is a GPU, else the CPU)"
     if device_type == 'cuda':
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             build = '; this torch is a CPU-only build' if torch.version.cuda is None else ''
-            raise ValueError(f"--device={device}: this machine has no CUDA GPU that torch can use{build}; {fix}")
+            raise UserError(f"--device={device}: this machine has no CUDA GPU that torch can use{build}; {fix}")
         index = device.partition(':')[2]
         if index.isdigit() and int(index) >= count:
-            raise ValueError(f"--device={device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}; "
-                             f"pick one of those, or {fix}")
+            raise UserError(f"--device={device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}; "
+                            f"pick one of those, or {fix}")
     elif device_type == 'mps' and not torch.backends.mps.is_available():
-        raise ValueError(f"--device={device}: MPS (Apple-silicon GPU) is not available on this machine; {fix}")
+        raise UserError(f"--device={device}: MPS (Apple-silicon GPU) is not available on this machine; {fix}")
 
 
 @dataclass

@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from configurator import UserError
 from model import GPT, GPT2_NAMES, GPT2_VOCAB_SIZE, GPTConfig
 
 CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
@@ -36,7 +37,7 @@ def config_from_hf(hf, where):
     ]
     for ok, what in checks:
         if not ok:
-            raise ValueError(f"{where}: unsupported GPT-2 variant: {what}")
+            raise UserError(f"{where}: unsupported GPT-2 variant: {what}")
     return dict(n_layer=hf['n_layer'], n_head=hf['n_head'], n_embd=hf['n_embd'],
                 block_size=hf['n_positions'], vocab_size=hf['vocab_size'], bias=True)
 
@@ -45,7 +46,7 @@ def read_hf_dir(path):
     """(config dict, state dict) of a local Hugging Face GPT-2 directory."""
     config_path = os.path.join(path, 'config.json')
     if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{path} is not a Hugging Face GPT-2 directory: it has no config.json")
+        raise UserError(f"{path} is not a Hugging Face GPT-2 directory: it has no config.json")
     with open(config_path) as f:
         hf_config = json.load(f)
     st_path, bin_path = os.path.join(path, 'model.safetensors'), os.path.join(path, 'pytorch_model.bin')
@@ -55,7 +56,7 @@ def read_hf_dir(path):
     elif os.path.isfile(bin_path):
         sd = torch.load(bin_path, map_location='cpu', weights_only=True)
     else:
-        raise FileNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin")
+        raise UserError(f"{path} has no model.safetensors or pytorch_model.bin")
     return hf_config, sd
 
 
@@ -64,14 +65,14 @@ def download_hf(name):
     try:
         from transformers import GPT2LMHeadModel
     except ImportError:
-        raise ValueError(f"loading '{name}' from the Hugging Face hub needs transformers "
-                         f"(pip install transformers), or pass a local GPT-2 directory instead")
+        raise UserError(f"loading '{name}' from the Hugging Face hub needs transformers "
+                        f"(pip install transformers), or pass a local GPT-2 directory instead")
     try:
         hf_model = GPT2LMHeadModel.from_pretrained(name)
     except OSError as e:
-        raise ValueError(f"could not load '{name}' from the Hugging Face hub or its cache ({str(e).splitlines()[0]}); "
-                         f"offline, pass a local Hugging Face GPT-2 directory instead "
-                         f"(e.g. init_from=/path/to/{name}, made by save_pretrained on a machine that is online)")
+        raise UserError(f"could not load '{name}' from the Hugging Face hub or its cache ({str(e).splitlines()[0]}); "
+                        f"offline, pass a local Hugging Face GPT-2 directory instead "
+                        f"(e.g. init_from=/path/to/{name}, made by save_pretrained on a machine that is online)")
     return hf_model.config.to_dict(), hf_model.state_dict()
 
 
@@ -79,16 +80,16 @@ def load_gpt2(name_or_dir, override_args=None):
     """A GPT with the weights of a GPT-2 hub name or a local Hugging Face GPT-2 directory (GPT.from_pretrained)."""
     override_args = override_args or {}
     if set(override_args) - {'dropout'}:
-        raise ValueError(f"only dropout can be overridden when loading pretrained weights, "
-                         f"got {sorted(override_args)}")
+        raise UserError(f"only dropout can be overridden when loading pretrained weights, "
+                        f"got {sorted(override_args)}")
     if os.path.isdir(name_or_dir):
         hf_config, sd_hf = read_hf_dir(name_or_dir)
     elif name_or_dir in GPT2_NAMES:
         hf_config, sd_hf = download_hf(name_or_dir)
     else:
-        raise ValueError(f"unknown pretrained model '{name_or_dir}': use one of "
-                         f"{', '.join(GPT2_NAMES)}, or a local directory holding a Hugging Face GPT-2 "
-                         f"checkpoint (config.json + model.safetensors)")
+        raise UserError(f"unknown pretrained model '{name_or_dir}': use one of "
+                        f"{', '.join(GPT2_NAMES)}, or a local directory holding a Hugging Face GPT-2 "
+                        f"checkpoint (config.json + model.safetensors)")
     print(f"loading weights from pretrained gpt: {name_or_dir}")
     model = GPT(GPTConfig(**config_from_hf(hf_config, name_or_dir), **override_args))
     sd = model.state_dict()
@@ -99,12 +100,12 @@ def load_gpt2(name_or_dir, override_args=None):
         if key == 'lm_head.weight':
             hf_key = 'lm_head.weight' if 'lm_head.weight' in sd_hf else 'wte.weight'  # tied
         if hf_key not in sd_hf:
-            raise ValueError(f"{name_or_dir}: the checkpoint has no weight for {key}")
+            raise UserError(f"{name_or_dir}: the checkpoint has no weight for {key}")
         w = sd_hf[hf_key]
         if key.endswith(CONV1D_WEIGHTS):
             w = w.t()  # transformers' Conv1D stores (in, out); nn.Linear wants (out, in)
         if w.shape != sd[key].shape:
-            raise ValueError(f"{name_or_dir}: {key} has shape {tuple(w.shape)}, expected {tuple(sd[key].shape)}")
+            raise UserError(f"{name_or_dir}: {key} has shape {tuple(w.shape)}, expected {tuple(sd[key].shape)}")
         with torch.no_grad():
             sd[key].copy_(w)
     return model
@@ -230,8 +231,8 @@ def load_tokenizer(path):
         if spec.get('type') == 'WordLevel':
             itos = {i: c for c, i in spec['vocab'].items()}
             if sorted(itos) != list(range(len(itos))) or any(len(c) != 1 for c in spec['vocab']):
-                raise ValueError(f"{tokenizer_json} is a word-level vocabulary, not one character per id: this "
-                                 f"repo reads GPT-2 BPE and character vocabularies")
+                raise UserError(f"{tokenizer_json} is a word-level vocabulary, not one character per id: this "
+                                f"repo reads GPT-2 BPE and character vocabularies")
             meta = {'vocab_size': len(itos), 'itos': itos, 'stoi': dict(spec['vocab'])}
             return Tokenizer('char', len(itos), meta=meta)
         vocab = spec.get('vocab') if spec.get('type') == 'BPE' else None
@@ -244,5 +245,5 @@ def load_tokenizer(path):
         gpt2_vocab = json.load(f)
     if vocab is not None and {k: v for k, v in vocab.items() if k in gpt2_vocab} == gpt2_vocab:
         return Tokenizer.gpt2()
-    raise ValueError(f"{path} holds a tokenizer that is neither GPT-2's BPE nor a character vocabulary: "
-                     f"this repo's tokenizer.py reads only those two")
+    raise UserError(f"{path} holds a tokenizer that is neither GPT-2's BPE nor a character vocabulary: "
+                    f"this repo's tokenizer.py reads only those two")

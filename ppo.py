@@ -13,31 +13,16 @@ Shapes: B sequences, T tokens each (prompt + completion, right-padded), N comple
 model width, V the vocabulary. Token j of a completion sits at position start + j of its sequence and
 is predicted by the hidden state at position start + j - 1: `completion_positions` gives those.
 """
-import os
-
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from checkpoint import load_model
-from model import GPT2_NAMES
+from configurator import UserError
 
 
 # -----------------------------------------------------------------------------
 # the model: a GPT with a scalar head
-
-def load_gpt(source, dropout=0.0):
-    """(GPT, checkpoint or None) from an out_dir holding ckpt.pt, a GPT-2 name or a local Hugging Face GPT-2
-    directory. Dropout defaults to off: PPO compares the probabilities of one forward with another's."""
-    if os.path.isfile(os.path.join(source, 'ckpt.pt')):
-        return load_model('resume', source, dropout)
-    if source in GPT2_NAMES or os.path.isdir(source):
-        return load_model(source, dropout=dropout)
-    raise FileNotFoundError(f"'{source}' is not an out_dir holding ckpt.pt, a GPT-2 name ({', '.join(GPT2_NAMES)}) "
-                            f"or a local Hugging Face GPT-2 directory; train a model first, e.g. "
-                            f"`python train.py config/train_shakespeare_char_cpu.py`")
-
 
 def at_positions(h, positions):
     """Rows of h (B, T, C) at positions (B, K): (B, K, C)."""
@@ -180,7 +165,7 @@ class AdaptiveKLController:
 
     def __init__(self, init_kl_coef, target, horizon):
         if target <= 0 or horizon <= 0:
-            raise ValueError(f"target_kl ({target}) and kl_horizon ({horizon}) must be positive")
+            raise UserError(f"target_kl ({target}) and kl_horizon ({horizon}) must be positive")
         self.value, self.target, self.horizon = init_kl_coef, target, horizon
 
     def update(self, kl, n_steps):

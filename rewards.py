@@ -18,13 +18,14 @@ learns a per-word quality such as sentiment far more easily where each word is, 
 at the end, and a sum adds word scores up the way VADER adds its lexicon's valences.) It is trained on preference pairs, jsonl lines {"prompt": ..., "chosen": ..., "rejected": ...},
 with the Bradley-Terry loss -log sigmoid(r(chosen) - r(rejected)).
 """
-import json
 import os
 
 import torch
 from torch.nn import functional as F
 
 from checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_for
+from configurator import UserError
+from data.common import read_jsonl
 from ppo import ScalarHeadGPT
 
 PREFERENCE_FIELDS = ('prompt', 'chosen', 'rejected')
@@ -46,7 +47,7 @@ class CharCount:
 
     def __init__(self, chars):
         if not chars:
-            raise ValueError("reward 'count:' needs the characters to count, e.g. count:e")
+            raise UserError("reward 'count:' needs the characters to count, e.g. count:e")
         self.chars = set(chars)
 
     def __call__(self, text, prompt=''):
@@ -76,11 +77,12 @@ class RewardModel:
 
     def __init__(self, out_dir, device='cpu'):
         checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
-        if 'head' not in checkpoint:
-            raise ValueError(f"{out_dir}/ckpt.pt is a language model, not a reward model (it has no scalar "
-                             f"head): train one with `python train_reward.py --out_dir={out_dir}`")
+        if checkpoint.get('scalar_head_role') != 'reward':
+            what = 'an RLHF policy' if checkpoint.get('scalar_head_role') == 'value' else 'a language model'
+            raise UserError(f"{out_dir}/ckpt.pt is {what}, not a reward model (it has no reward head): train one "
+                            f"with `python train_reward.py --out_dir={out_dir}`")
         self.model = ScalarHeadGPT(model_from_checkpoint(checkpoint, dropout=0.0))
-        self.model.head.load_state_dict(checkpoint['head'])
+        self.model.head.load_state_dict(checkpoint['scalar_head'])
         self.model.to(device).eval()
         self.tokenizer = tokenizer_for(checkpoint)
         self.device = device
@@ -90,10 +92,10 @@ class RewardModel:
         prompt_ids, ids = self.tokenizer.encode(prompt), self.tokenizer.encode(text)
         block_size = self.model.gpt.config.block_size
         if len(prompt_ids) + len(ids) > block_size:
-            raise ValueError(f"prompt + completion is {len(prompt_ids) + len(ids)} tokens, more than the reward "
-                             f"model's context of {block_size}: shorten the prompts or lower max_new_tokens")
+            raise UserError(f"prompt + completion is {len(prompt_ids) + len(ids)} tokens, more than the reward "
+                            f"model's context of {block_size}: shorten the prompts or lower max_new_tokens")
         if not ids:
-            raise ValueError("the reward model cannot score an empty completion")
+            raise UserError("the reward model cannot score an empty completion")
         return completion_scores(self.model, [(prompt_ids, ids)]).item()
 
 
@@ -105,8 +107,8 @@ def get_reward(name, device='cpu'):
         return CharCount(name[len('count:'):])
     if os.path.isfile(os.path.join(name, 'ckpt.pt')):
         return RewardModel(name, device)
-    raise ValueError(f"unknown reward '{name}': use 'sentiment', 'count:<chars>', or the out_dir of a reward "
-                     f"model trained by train_reward.py (a folder holding ckpt.pt)")
+    raise UserError(f"unknown reward '{name}': use 'sentiment', 'count:<chars>', or the out_dir of a reward "
+                    f"model trained by train_reward.py (a folder holding ckpt.pt)")
 
 
 # -----------------------------------------------------------------------------
@@ -115,26 +117,11 @@ def get_reward(name, device='cpu'):
 def load_preferences(path):
     """The pairs of a jsonl file, one {"prompt", "chosen", "rejected"} object of strings per line."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no preference file {path}: make one with `python data/preferences/prepare.py` "
-                                f"(jsonl lines of prompt, chosen, rejected)")
-    pairs = []
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                pair = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not a JSON object ({e.msg})") from None
-            if not isinstance(pair, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object with {', '.join(PREFERENCE_FIELDS)}")
-            missing = [k for k in PREFERENCE_FIELDS if not isinstance(pair.get(k), str)]
-            if missing:
-                raise ValueError(f"{path}:{n}: missing field(s) {', '.join(missing)} (every line needs the strings "
-                                 f"{', '.join(PREFERENCE_FIELDS)})")
-            pairs.append({k: pair[k] for k in PREFERENCE_FIELDS})
+        raise UserError(f"no preference file {path}: make one with `python data/preferences/prepare.py` "
+                        f"(jsonl lines of prompt, chosen, rejected)")
+    pairs = [pair for _, pair in read_jsonl(path, dict.fromkeys(PREFERENCE_FIELDS, str))]
     if not pairs:
-        raise ValueError(f"{path} holds no preference pairs")
+        raise UserError(f"{path} holds no preference pairs")
     return pairs
 
 

@@ -10,23 +10,25 @@ $ python rlhf.py config/rlhf_happy_shakespeare.py --eval_only=True   # evaluate 
 Each iteration: batch_size prompts -> completions by the cached generate -> a reward per completion
 (rewards.py) and a per-token KL penalty -> GAE -> ppo_epochs epochs of minibatches of the clipped
 policy and value losses (ppo.py). out_dir/ckpt.pt is the policy as an ordinary checkpoint (sample.py
-and train.py read it; the value head is kept apart, under 'value_head'); out_dir/log.jsonl has one line
+and train.py read it; the value head is kept apart, under 'scalar_head'); out_dir/log.jsonl has one line
 per iteration; out_dir/eval.json compares eval_samples fresh samples of the policy and of the start.
 """
 import copy
 import json
 import os
 import time
-from dataclasses import asdict
 
 import numpy as np
 import torch
 
-import ppo
+import dataloader
 import hardware
-import training
-from checkpoint import check_vocabulary, claim_out_dir, load_model, save_checkpoint, tokenizer_for
-from configurator import configure, require_positive
+import loop
+import ppo
+from checkpoint import (check_vocabulary, claim_out_dir, load_model, make_checkpoint, save_checkpoint, tokenizer_for,
+                        trained_dataset)
+from configurator import UserError, configure, require_positive
+from data.common import read_jsonl
 from rewards import RewardModel, get_reward
 
 # -----------------------------------------------------------------------------
@@ -87,19 +89,19 @@ device, device_type, ctx = hw.device, hw.device_type, hw.ctx
 require_positive(globals(), 'max_iters', 'batch_size', 'minibatch_size', 'ppo_epochs', 'prompt_len', 'max_new_tokens',
                  'eval_samples', 'eval_iters', 'eval_batch_size', 'log_interval')
 if normalize_reward not in ('auto', 'always', 'never'):
-    raise ValueError(f"normalize_reward must be 'auto', 'always' or 'never', got '{normalize_reward}'")
+    raise UserError(f"normalize_reward must be 'auto', 'always' or 'never', got '{normalize_reward}'")
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
 reward_fn = get_reward(reward, device)  # first: a misspelt reward should not wait for the models
 
 
 # the starting model, frozen as the reference, and the policy (a copy of it with a value head)
-reference, start_checkpoint = ppo.load_gpt(init_from)
+reference, start_checkpoint = load_model(init_from, dropout=0.0)  # no dropout: PPO compares two forwards' probabilities
 reference.to(device).eval().requires_grad_(False)
 tokenizer = tokenizer_for(start_checkpoint, init_from)
 if eval_only:
     if not os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):
-        raise FileNotFoundError(f"eval_only: no policy at {out_dir}/ckpt.pt; run PPO first (without --eval_only)")
+        raise UserError(f"eval_only: no policy at {out_dir}/ckpt.pt; run PPO first (without --eval_only)")
     model = ppo.ScalarHeadGPT(load_model('resume', out_dir, dropout=0.0)[0])
 else:
     model = ppo.ScalarHeadGPT(copy.deepcopy(reference).requires_grad_(True))
@@ -107,61 +109,55 @@ model.to(device)
 block_size = reference.config.block_size
 
 # the prompts: windows of the dataset (train split for PPO, val split for the evaluation), or a file
-dataset = dataset or (start_checkpoint or {}).get('config', {}).get('dataset', '')
+dataset = dataset or trained_dataset(start_checkpoint)
 config['dataset'] = dataset  # what tokenizer_for reads back from the saved checkpoint
 data_dir = None
 if dataset:
-    data_dir = training.check_dataset(dataset, block_size)
+    data_dir = dataloader.check_dataset(dataset, block_size)
     check_vocabulary(tokenizer, dataset, f"the policy ({init_from})")
 elif not prompt_file:
-    raise ValueError(f"no prompts: init_from={init_from} names no dataset, so set dataset=<a prepared dataset> "
-                     f"or prompt_file=<a .txt or .jsonl file of prompts>")
+    raise UserError(f"no prompts: init_from={init_from} names no dataset, so set dataset=<a prepared dataset> "
+                    f"or prompt_file=<a .txt or .jsonl file of prompts>")
 
 
 def read_prompt_file(path):
     """Token lists of the prompts in a .txt (one per line) or .jsonl ({"prompt": ...} per line) file."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"prompt_file {path} not found")
+        raise UserError(f"prompt_file {path} not found")
+    if path.endswith('.jsonl'):
+        texts = [(n, record['prompt']) for n, record in read_jsonl(path, {'prompt': str})]
+    else:
+        with open(path, encoding='utf-8') as f:
+            texts = [(n, line.rstrip('\r\n')) for n, line in enumerate(f, 1) if line.strip()]
     prompts = []
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            text = line.rstrip('\r\n')
-            if path.endswith('.jsonl'):
-                try:
-                    text = json.loads(line)['prompt']
-                except (json.JSONDecodeError, TypeError, KeyError):
-                    text = None
-                if not isinstance(text, str):
-                    raise ValueError(f"{path}:{n}: expected a JSON object with a \"prompt\" string")
-            try:
-                ids = tokenizer.encode(text)
-            except ValueError as e:
-                raise ValueError(f"{path}:{n}: {e}") from None
-            if not ids:
-                raise ValueError(f"{path}:{n}: the prompt is empty")
-            if len(ids) + max_new_tokens > block_size:
-                raise ValueError(f"{path}:{n}: the prompt is {len(ids)} tokens; with max_new_tokens={max_new_tokens} "
-                                 f"it does not fit the model's context of {block_size}: shorten it or lower "
-                                 f"max_new_tokens")
-            prompts.append(ids)
+    for n, text in texts:
+        try:
+            ids = tokenizer.encode(text)
+        except UserError as e:
+            raise UserError(f"{path}:{n}: {e}") from None
+        if not ids:
+            raise UserError(f"{path}:{n}: the prompt is empty")
+        if len(ids) + max_new_tokens > block_size:
+            raise UserError(f"{path}:{n}: the prompt is {len(ids)} tokens; with max_new_tokens={max_new_tokens} "
+                            f"it does not fit the model's context of {block_size}: shorten it or lower "
+                            f"max_new_tokens")
+        prompts.append(ids)
     if not prompts:
-        raise ValueError(f"{path} holds no prompts")
+        raise UserError(f"{path} holds no prompts")
     return prompts
 
 
 if prompt_file:
     file_prompts = read_prompt_file(prompt_file)
 elif prompt_len + max_new_tokens > block_size:
-    raise ValueError(f"a prompt of prompt_len={prompt_len} tokens plus max_new_tokens={max_new_tokens} is longer than "
-                     f"the model's context of {block_size}: lower prompt_len or max_new_tokens")
+    raise UserError(f"a prompt of prompt_len={prompt_len} tokens plus max_new_tokens={max_new_tokens} is longer than "
+                    f"the model's context of {block_size}: lower prompt_len or max_new_tokens")
 
 
 def draw_prompts(count, split, generator):
     if prompt_file:
         return [file_prompts[i] for i in generator.integers(0, len(file_prompts), size=count)]
-    return ppo.prompt_windows(training.open_split(data_dir, split), count, prompt_len, generator)
+    return ppo.prompt_windows(dataloader.open_split(data_dir, split), count, prompt_len, generator)
 
 
 # -----------------------------------------------------------------------------
@@ -271,8 +267,9 @@ def evaluate(ppo_minutes=None):
         out[f'reward_{name}'] = float(np.mean(scores))
         samples[name] = texts
         if data_dir is not None:
-            losses = training.estimate_loss(gpt, data_dir, eval_iters, eval_batch_size, block_size,
-                                            gpt.config.vocab_size, seed, ctx, device)
+            losses = loop.estimate_loss(gpt, data_dir=data_dir, eval_iters=eval_iters, batch_size=eval_batch_size,
+                                        block_size=block_size, vocab_size=gpt.config.vocab_size, seed=seed, ctx=ctx,
+                                        device=device)
             out[f'val_loss_{name}'] = losses['val']
     out['kl'] = float(np.mean(kls))
     for name in ('start', 'policy'):
@@ -291,7 +288,7 @@ def evaluate(ppo_minutes=None):
     return out
 
 
-stopper = training.GracefulStop()  # Ctrl-C / SIGTERM: finish the iteration (or evaluation chunk), save, exit
+stopper = loop.GracefulStop()  # Ctrl-C / SIGTERM: finish the iteration (or evaluation chunk), save, exit
 if eval_only:
     os.makedirs(out_dir, exist_ok=True)
     evaluate()
@@ -305,26 +302,19 @@ optimizer = model.gpt.configure_optimizers(weight_decay, learning_rate, (beta1, 
 value_optimizer = torch.optim.AdamW(model.head.parameters(), lr=learning_rate, betas=(beta1, beta2), weight_decay=0.0)
 kl_ctl = ppo.AdaptiveKLController(init_kl_coef, target_kl, kl_horizon)
 out_dir_lock = claim_out_dir(out_dir)  # writable, and no second run writing it
-log_path = os.path.join(out_dir, 'log.jsonl')
-open(log_path, 'w').close()
-if wandb_log:
-    wandb = training.init_wandb(wandb_project, wandb_run_name, config)
+log = loop.RunLog(os.path.join(out_dir, 'log.jsonl'), keep_before=0,
+                  wandb=(wandb_project, wandb_run_name, config) if wandb_log else None)
 best_val_loss = (start_checkpoint or {}).get('best_val_loss', 1e9)
 
 
 def save(iter_num):
-    save_checkpoint({
-        'model': model.gpt.state_dict(),
-        'optimizer': optimizer.state_dict(),
-        'model_args': asdict(model.gpt.config),  # the GPTConfig fields: nanoGPT's model_args keys
-        'iter_num': iter_num,  # PPO iterations
-        'best_val_loss': best_val_loss,
-        'config': config,
-        'tokenizer': tokenizer.state(),
-        'value_head': model.head.state_dict(),  # not in 'model': sample.py builds a plain GPT
-        'kl_coef': kl_ctl.value,
-        'reward_normalization': {'mean': reward_shift, 'std': reward_scale},
-    }, os.path.join(out_dir, 'ckpt.pt'))
+    """The policy as an ordinary checkpoint (iter_num counts PPO iterations); the value head beside it, since
+    sample.py builds a plain GPT from 'model'."""
+    save_checkpoint(make_checkpoint(model.gpt, optimizer, iter_num, best_val_loss, config, tokenizer,
+                                    scalar_head=model.head.state_dict(), scalar_head_role='value',
+                                    kl_coef=kl_ctl.value,
+                                    reward_normalization={'mean': reward_shift, 'std': reward_scale}),
+                    os.path.join(out_dir, 'ckpt.pt'))
 
 
 reward_shift, reward_scale = 0.0, 1.0
@@ -338,7 +328,8 @@ start_time = time.time()
 model.eval()
 for iter_num in range(1, max_iters + 1):
     t0 = time.time()
-    lr = training.get_lr(iter_num - 1, learning_rate, 0, max_iters, min_lr, decay_lr)
+    lr = loop.get_lr(iter_num - 1, learning_rate=learning_rate, warmup_iters=0, lr_decay_iters=max_iters,
+                     min_lr=min_lr, decay_lr=decay_lr)
     batch = rollout(kl_ctl.value)
     pg_loss, vf_loss, clipfrac = update(batch, lr)
     record = {'iter': iter_num, 'reward': batch['scores'].mean().item(), 'kl': batch['kl'].mean().item(),
@@ -346,11 +337,8 @@ for iter_num in range(1, max_iters + 1):
               'value_loss': vf_loss, 'policy_loss': pg_loss, 'lr': lr, 'elapsed_s': time.time() - start_time}
     kl_ctl.update(record['kl'], batch_size)
     if not all(np.isfinite(v) for v in record.values()):
-        raise ValueError(f"PPO diverged at iter {iter_num} ({record}): lower learning_rate or raise init_kl_coef")
-    with open(log_path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
-    if wandb_log:
-        wandb.log(record)
+        raise UserError(f"PPO diverged at iter {iter_num} ({record}): lower learning_rate or raise init_kl_coef")
+    log.write(record)
     if iter_num % log_interval == 0:
         print(f"iter {iter_num}: reward {record['reward']:.3f}, kl {record['kl']:.2f}, beta {record['kl_coef']:.3f}, "
               f"entropy {record['entropy']:.2f}, clipfrac {clipfrac:.3f}, value loss {vf_loss:.4f}, "

@@ -12,10 +12,10 @@ import torch
 
 import hardware
 from checkpoint import load_model, tokenizer_for, weights_are_finite
-from configurator import configure
+from configurator import UserError, configure
 
 # -----------------------------------------------------------------------------
-init_from = 'resume'  # 'resume' (from out_dir), a GPT-2 name ('gpt2-xl'), or a local Hugging Face GPT-2 directory
+init_from = 'resume'  # 'resume' (from out_dir), another out_dir, a GPT-2 name ('gpt2-xl'), or a local HF directory
 out_dir = 'out'  # ignored if init_from is not 'resume'
 start = "\n"  # the prompt; "FILE:prompt.txt" reads it from a file; "<|endoftext|>" starts a fresh GPT-2 document
 num_samples = 10  # number of samples to draw
@@ -26,21 +26,21 @@ top_p = 1.0  # keep the most likely tokens whose probabilities add up to top_p (
 seed = 1337
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:0', 'mps'
 dtype = 'auto'  # 'float32', 'bfloat16', 'float16' or 'auto'
-compile = False  # use PyTorch 2.0 to compile the model to be faster
+compile = False  # torch.compile the forward pass that generation runs (a prefill graph and a one-token step graph)
 # -----------------------------------------------------------------------------
 configure(globals())
 if num_samples < 1 or max_new_tokens < 1:
-    raise ValueError("num_samples and max_new_tokens must be at least 1")
+    raise UserError("num_samples and max_new_tokens must be at least 1")
 if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
-    raise ValueError("temperature and top_k must be >= 0 and top_p in (0, 1]")
+    raise UserError("temperature and top_k must be >= 0 and top_p in (0, 1]")
 
 # the prompt, read before the model loads: a wrong path fails at once
 if start.startswith('FILE:'):
     prompt_path = start[5:]
     if not os.path.isfile(prompt_path):  # open() would raise IsADirectoryError for a folder, with a traceback
         what = 'is a directory' if os.path.isdir(prompt_path) else 'not found'
-        raise FileNotFoundError(f"--start=FILE:{prompt_path}: {what}; give a text file to read the prompt from, "
-                                f"or the prompt itself with --start='...'")
+        raise UserError(f"--start=FILE:{prompt_path}: {what}; give a text file to read the prompt from, "
+                        f"or the prompt itself with --start='...'")
     with open(prompt_path, 'r', encoding='utf-8') as f:
         start = f.read()
 
@@ -51,19 +51,21 @@ device, ctx = hw.device, hw.ctx
 # model and the vocabulary it was trained with (the dataset's meta.pkl, or GPT-2 BPE)
 try:
     model, checkpoint = load_model(init_from, out_dir)
-except FileNotFoundError as e:
+except UserError as e:
     if init_from != 'resume':
         raise
-    raise FileNotFoundError(f"{e}; for example, the CPU quickstart: `python data/shakespeare_char/prepare.py && "
-                            f"python train.py config/train_shakespeare_char_cpu.py`, then "
-                            f"`python sample.py --out_dir=out-shakespeare-char-cpu`") from None
+    raise UserError(f"{e}; for example, the CPU quickstart: `python data/shakespeare_char/prepare.py && "
+                    f"python train.py config/train_shakespeare_char_cpu.py`, then "
+                    f"`python sample.py --out_dir=out-shakespeare-char-cpu`") from None
 if not weights_are_finite(model):
-    raise ValueError(f"the weights of {init_from if init_from != 'resume' else out_dir + '/ckpt.pt'} are not finite "
-                     f"(NaN or inf: it was saved after training diverged), so they cannot be sampled; retrain or "
-                     f"resume from a good checkpoint with a lower learning_rate")
+    raise UserError(f"the weights of {init_from if init_from != 'resume' else out_dir + '/ckpt.pt'} are not finite "
+                    f"(NaN or inf: it was saved after training diverged), so they cannot be sampled; retrain or "
+                    f"resume from a good checkpoint with a lower learning_rate")
 model.eval().to(device)
 if compile:
-    model = torch.compile(model)
+    # in place, so that generate_stream's own calls of the model run compiled: torch.compile(model) returns a
+    # wrapper whose generate_stream would still call the plain forward
+    model.compile()
 tokenizer = tokenizer_for(checkpoint, init_from)
 
 # the prompt's tokens
@@ -72,12 +74,12 @@ if start == '<|endoftext|>' and tokenizer.eot_token is not None:
 else:
     start_ids = tokenizer.encode(start)
 if not start_ids:
-    raise ValueError("the prompt is empty: pass some text with --start=... (GPT-2 models also take "
-                     "--start='<|endoftext|>')")
+    raise UserError("the prompt is empty: pass some text with --start=... (GPT-2 models also take "
+                    "--start='<|endoftext|>')")
 block_size = model.config.block_size
 if len(start_ids) > block_size:
-    raise ValueError(f"the prompt is {len(start_ids)} tokens but the model's context is {block_size}: "
-                     f"shorten it (the model could only see its last {block_size} tokens)")
+    raise UserError(f"the prompt is {len(start_ids)} tokens but the model's context is {block_size}: "
+                    f"shorten it (the model could only see its last {block_size} tokens)")
 x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, :]  # (1, T)
 
 

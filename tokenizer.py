@@ -27,6 +27,8 @@ import tempfile
 
 import tiktoken
 
+from configurator import UserError
+
 REPO_DIR = os.path.dirname(os.path.abspath(__file__))
 DATA_DIR = os.path.join(REPO_DIR, 'data')
 GPT2_ENCODER_JSON = os.path.join(DATA_DIR, 'gpt2', 'encoder.json')
@@ -82,8 +84,8 @@ def _gpt2_byte_decoder():
 def gpt2_encoding_offline(encoder_json=GPT2_ENCODER_JSON):
     """GPT-2's encoding built from encoder.json alone ({token string: id}, 50,257 entries)."""
     if not os.path.isfile(encoder_json):
-        raise FileNotFoundError(f"GPT-2 vocabulary {encoder_json} is missing and tiktoken's gpt2 files are not "
-                                f"cached; restore it from the repository (git checkout -- data/gpt2/encoder.json)")
+        raise UserError(f"GPT-2 vocabulary {encoder_json} is missing and tiktoken's gpt2 files are not "
+                        f"cached; restore it from the repository (git checkout -- data/gpt2/encoder.json)")
     with open(encoder_json, encoding='utf-8') as f:
         vocab = json.load(f)
     byte_of = _gpt2_byte_decoder()
@@ -141,8 +143,8 @@ class Tokenizer:
         with open(path, 'rb') as f:
             meta = pickle.load(f)
         if not isinstance(meta, dict) or not {'vocab_size', 'itos', 'stoi'} <= meta.keys():
-            raise ValueError(f"{path} is not a character vocabulary (needs vocab_size, itos, stoi); "
-                             f"re-run the dataset's prepare.py")
+            raise UserError(f"{path} is not a character vocabulary (needs vocab_size, itos, stoi); "
+                            f"re-run the dataset's prepare.py")
         return cls('char', meta['vocab_size'], meta=meta)
 
     def state(self):
@@ -157,7 +159,7 @@ class Tokenizer:
             return cls.gpt2()
         if state.get('name') == 'char' and {'vocab_size', 'itos', 'stoi'} <= state.get('meta', {}).keys():
             return cls('char', state['meta']['vocab_size'], meta=state['meta'])
-        raise ValueError(f"unknown tokenizer record {state!r}: expected {{'name': 'gpt2'}} or a char vocabulary")
+        raise UserError(f"unknown tokenizer record {state!r}: expected {{'name': 'gpt2'}} or a char vocabulary")
 
     def encode(self, text):
         if self.encoding is not None:
@@ -166,14 +168,14 @@ class Tokenizer:
         try:
             return [stoi[c] for c in text]
         except KeyError as e:
-            raise ValueError(f"character {e.args[0]!r} is not in this {self.vocab_size}-character vocabulary") from None
+            raise UserError(f"character {e.args[0]!r} is not in this {self.vocab_size}-character vocabulary") from None
 
     def decode(self, ids):
         ids = [int(i) for i in ids]  # lists, numpy arrays and tensors alike
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
-            raise ValueError(f"token id {bad[0]} is out of range for the {self.name} vocabulary "
-                             f"of {self.vocab_size} tokens (ids 0..{self.vocab_size - 1})")
+            raise UserError(f"token id {bad[0]} is out of range for the {self.name} vocabulary "
+                            f"of {self.vocab_size} tokens (ids 0..{self.vocab_size - 1})")
         if self.encoding is not None:
             return self.encoding.decode(ids)  # a cut multi-byte character decodes as U+FFFD
         itos = self.meta['itos']

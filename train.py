@@ -13,7 +13,6 @@ and on the worker node:
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
 (If your cluster has no Infiniband interconnect, prepend NCCL_IB_DISABLE=1.)
 """
-import json
 import math
 import os
 import shlex
@@ -24,12 +23,12 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import dataloader
 import hardware
-import training
-from checkpoint import (check_vocabulary, claim_out_dir, clean_state_dict, load_model, recorded_tokenizer,
+import loop
+from checkpoint import (check_vocabulary, claim_out_dir, load_model, make_checkpoint, new_model, recorded_tokenizer,
                         save_checkpoint, weights_are_finite)
-from configurator import configure, install_error_hook, require, require_positive
-from model import GPT, GPTConfig
+from configurator import UserError, configure, install_error_hook, require, require_positive
 from tokenizer import for_dataset
 
 # -----------------------------------------------------------------------------
@@ -41,7 +40,7 @@ log_interval = 1
 eval_iters = 200
 eval_only = False  # if True, evaluate once and exit
 always_save_checkpoint = True  # if True, save a checkpoint after every eval, not only when val improves
-init_from = 'scratch'  # 'scratch', 'resume', 'gpt2*', or a local Hugging Face GPT-2 directory
+init_from = 'scratch'  # 'scratch', 'resume', 'gpt2*', a local Hugging Face GPT-2 directory, or another run's out_dir
 # wandb logging
 wandb_log = False  # disabled by default
 wandb_project = 'owt'
@@ -100,8 +99,8 @@ if ddp:
         device = f'cuda:{local_rank}'
         torch.cuda.set_device(device)
     if gradient_accumulation_steps % world_size != 0:
-        raise ValueError(f"gradient_accumulation_steps ({gradient_accumulation_steps}) is the global count and "
-                         f"must be divisible by the number of processes ({world_size})")
+        raise UserError(f"gradient_accumulation_steps ({gradient_accumulation_steps}) is the global count and "
+                        f"must be divisible by the number of processes ({world_size})")
     init_process_group(backend=backend if backend != 'auto' else ('nccl' if device.startswith('cuda') else 'gloo'))
     install_error_hook()  # init_process_group replaced it
 else:
@@ -117,7 +116,7 @@ if master_process:
         out_dir_lock = claim_out_dir(out_dir)
 
 # data: a dataset with a meta.pkl (a character vocabulary) sets vocab_size
-data_dir = training.check_dataset(dataset, block_size)
+data_dir = dataloader.check_dataset(dataset, block_size)
 data_tokenizer = for_dataset(dataset)
 meta_vocab_size = data_tokenizer.vocab_size if data_tokenizer.name == 'char' else None
 if master_process and meta_vocab_size is not None:
@@ -128,37 +127,34 @@ iter_num = 0
 best_val_loss = 1e9
 saved_iter = None  # the iteration of the ckpt.pt this run must not lose (its best model), once there is one
 checkpoint = None
-model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                  vocab_size=None, dropout=dropout)
 torch.manual_seed(seed)  # the same initial weights on every rank
 if init_from == 'scratch':
     if master_process:
         print("Initializing a new model from scratch")
-    model_args['vocab_size'] = meta_vocab_size if meta_vocab_size is not None else 50304
-    model = GPT(GPTConfig(**model_args))
+    model = new_model(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                      vocab_size=meta_vocab_size if meta_vocab_size is not None else 50304, dropout=dropout)
 else:
     if master_process:
         print(f"Initializing from {init_from} ({out_dir} checkpoint)" if init_from == 'resume' else
-              f"Initializing from OpenAI GPT-2 weights: {init_from}")
+              f"Initializing from the weights of {init_from}")
     model, checkpoint = load_model(init_from, out_dir, dropout, latest=True)  # an interrupted run's resume.pt first
     trained_with = recorded_tokenizer(checkpoint, init_from)  # a checkpoint knows its vocabulary; so does an export
     if trained_with is not None:
         check_vocabulary(trained_with, dataset, out_dir + '/ckpt.pt' if init_from == 'resume' else init_from)
-    c = model.config
-    model_args.update(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
-                      bias=c.bias, vocab_size=c.vocab_size, dropout=c.dropout)
-    if checkpoint is not None:
+    if init_from == 'resume':
         iter_num = checkpoint['iter_num']
         best_val_loss = checkpoint['best_val_loss']
         saved_iter = checkpoint.get('best_iter', iter_num)
+    else:  # another run's weights start a new run: its optimizer state and iteration count are not this run's
+        checkpoint = None
     if block_size < model.config.block_size:  # e.g. GPT-2's 1024 cropped to a smaller context
         model.crop_block_size(block_size)
-        model_args['block_size'] = block_size
     elif block_size > model.config.block_size:
-        raise ValueError(f"block_size {block_size} is larger than the model's context {model.config.block_size}")
-if meta_vocab_size is not None and meta_vocab_size > model_args['vocab_size']:
-    raise ValueError(f"dataset '{dataset}' has {meta_vocab_size} tokens but the model's vocab_size is "
-                     f"{model_args['vocab_size']}: it was made for another vocabulary")
+        raise UserError(f"block_size {block_size} is larger than the model's context {model.config.block_size}")
+vocab_size = model.config.vocab_size
+if meta_vocab_size is not None and meta_vocab_size > vocab_size:
+    raise UserError(f"dataset '{dataset}' has {meta_vocab_size} tokens but the model's vocab_size is "
+                    f"{vocab_size}: it was made for another vocabulary")
 model.to(device)
 
 # initialize a GradScaler; if enabled=False (any dtype but float16) it is a no-op
@@ -184,9 +180,6 @@ if compile:
 if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
-# logging
-if wandb_log and master_process:
-    wandb = training.init_wandb(wandb_project, wandb_run_name, config)
 peak, peak_source = hardware.peak_flops(device_type, dtype, device) if master_process else (None, None)
 if master_process:
     print(f"{device}, {dtype}; MFU is measured against a peak of {peak / 1e12:.3f} TFLOP/s ({peak_source})")
@@ -196,20 +189,9 @@ def save(reason, name='ckpt.pt'):
     global saved_iter
     if name == 'ckpt.pt':
         saved_iter = iter_num
-    ckpt = {
-        'model': clean_state_dict(raw_model.state_dict()),
-        'optimizer': optimizer.state_dict(),
-        'model_args': model_args,
-        'iter_num': iter_num,
-        'best_val_loss': best_val_loss,
-        'config': config,
-        'tokenizer': data_tokenizer.state(),  # sample.py, export.py and the evaluators need no data/ folder
-        'best_iter': saved_iter,  # the iteration ckpt.pt holds
-        'command': command,
-        'scaler': scaler.state_dict(),
-        'rng': {'cpu': torch.get_rng_state(),
-                'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda' else None},
-    }
+    rng = {'cpu': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda' else None}
+    ckpt = make_checkpoint(raw_model, optimizer, iter_num, best_val_loss, config, data_tokenizer,
+                           best_iter=saved_iter, command=command, scaler=scaler.state_dict(), rng=rng)
     path = os.path.join(out_dir, name)
     save_checkpoint(ckpt, path)
     print(f"saving checkpoint to {path} ({reason})")
@@ -222,27 +204,16 @@ def diverged(what):
     kept = (f"{out_dir}/ckpt.pt (iter {saved_iter}) is kept" if saved_iter is not None else
             "no checkpoint was saved before it")
     advice = "use dtype=bfloat16 or float32 (float16 overflows), or " if dtype == 'float16' else ""
-    return ValueError(f"{what} at iter {iter_num}: training diverged; {kept}. To go on, {advice}lower "
-                      f"learning_rate or raise warmup_iters, then resume: {resume_command}")
+    return UserError(f"{what} at iter {iter_num}: training diverged; {kept}. To go on, {advice}lower "
+                     f"learning_rate or raise warmup_iters, then resume: {resume_command}")
 
 
-# out_dir/log.jsonl is the training curve, one record per eval; --eval_only runs write eval.jsonl instead, so a
-# plot of the log never loops back. A resumed run replays its iterations from iter_num on, so it first drops the
-# records the interrupted run had logged from there.
-log_path = os.path.join(out_dir, 'eval.jsonl' if eval_only else 'log.jsonl')
-if master_process and init_from == 'resume' and not eval_only and os.path.exists(log_path):
-    with open(log_path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line).get('iter', -1) < iter_num]
-    with open(log_path + '.tmp', 'w') as f:
-        f.writelines(kept)
-    os.replace(log_path + '.tmp', log_path)
-
-
-def log_eval(record):
-    with open(log_path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
-    if wandb_log:
-        wandb.log(record)
+# out_dir/log.jsonl is the training curve, one record per eval (a resumed run first drops the records from
+# iter_num on, which it replays); --eval_only runs append to eval.jsonl instead, so a plot of the log never loops back
+if master_process:
+    log = loop.RunLog(os.path.join(out_dir, 'eval.jsonl' if eval_only else 'log.jsonl'),
+                      keep_before=None if eval_only else iter_num,
+                      wandb=(wandb_project, wandb_run_name, config) if wandb_log else None)
 
 
 def stop_run():
@@ -259,28 +230,32 @@ def stop_run():
     elif master_process:
         print("stopped by signal")
     if ddp:
+        torch.distributed.barrier()  # torchrun ends every rank once one exits: the others wait for the master's save
         destroy_process_group()
     raise SystemExit(130)
 
 
 # Ctrl-C and SIGTERM (a scheduler pre-empting the job) finish the current step, save, then exit; a long
 # evaluation is cut short (one process: DDP ranks must all reach its all-reduce); a second signal stops at once
-stopper = training.GracefulStop()
+stopper = loop.GracefulStop()
 
 # training loop
-batches = training.train_batches(data_dir, seed, iter_num, batch_size, block_size, gradient_accumulation_steps,
-                                 micro_steps, rank, model_args['vocab_size'], device)
+batches = dataloader.train_batches(data_dir, seed=seed, start_step=iter_num, batch_size=batch_size,
+                                   block_size=block_size, grad_accum=gradient_accumulation_steps,
+                                   micro_steps=micro_steps, rank=rank, vocab_size=vocab_size, device=device)
 start_time = t0 = time.time()
 step_times = []  # ms/iter of every logged step
 local_iter_num = 0  # number of iterations in the lifetime of this process
 running_mfu = -1.0
 while True:
-    lr = training.get_lr(iter_num, learning_rate, warmup_iters, lr_decay_iters, min_lr, decay_lr)
+    lr = loop.get_lr(iter_num, learning_rate=learning_rate, warmup_iters=warmup_iters, lr_decay_iters=lr_decay_iters,
+                     min_lr=min_lr, decay_lr=decay_lr)
 
     # evaluate the loss on train/val sets and write checkpoints
     if iter_num % eval_interval == 0 or iter_num >= max_iters or eval_only:
-        losses = training.estimate_loss(model, data_dir, eval_iters, batch_size, block_size, model_args['vocab_size'],
-                                        seed, ctx, device, rank, world_size, None if ddp else stopper)
+        losses = loop.estimate_loss(model, data_dir=data_dir, eval_iters=eval_iters, batch_size=batch_size,
+                                    block_size=block_size, vocab_size=vocab_size, seed=seed, ctx=ctx, device=device,
+                                    rank=rank, world_size=world_size, stopper=None if ddp else stopper)
         if losses is None:  # a stop request cut the evaluation short
             stop_run()
         if master_process:
@@ -288,9 +263,10 @@ while True:
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                   f"({elapsed:.1f}s)")
             median_ms = sorted(step_times)[len(step_times) // 2] if step_times else None
-            log_eval({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr,
-                      'ms_per_iter': median_ms, 'tokens_per_s': tokens_per_iter / median_ms * 1e3 if median_ms else None,
-                      'mfu': running_mfu if running_mfu >= 0 else None, 'elapsed_s': elapsed})
+            log.write({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr,
+                       'ms_per_iter': median_ms,
+                       'tokens_per_s': tokens_per_iter / median_ms * 1e3 if median_ms else None,
+                       'mfu': running_mfu if running_mfu >= 0 else None, 'elapsed_s': elapsed, 'time': time.time()})
             if not (math.isfinite(losses['train']) and math.isfinite(losses['val'])):
                 raise diverged(f"the loss became {losses['val']}")
             improved = losses['val'] < best_val_loss
@@ -300,7 +276,9 @@ while True:
     if eval_only or iter_num >= max_iters:
         break
 
-    loss = training.train_step(model, optimizer, scaler, batches, micro_steps, ctx, grad_clip, lr, ddp)
+    # forward/backward over micro_steps micro-batches (gradients synced on the last), clip, step, zero the grads
+    loss = loop.train_step(model, optimizer, batches, scaler=scaler, micro_steps=micro_steps, ctx=ctx,
+                           grad_clip=grad_clip, lr=lr, ddp=ddp)
     iter_num += 1
     local_iter_num += 1
 
@@ -319,12 +297,11 @@ while True:
         print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, "
               f"tok/s {tokens_per_iter / dt:,.0f}, mfu {running_mfu * 100:.2f}%")
 
-    # a stop request (Ctrl-C, SIGTERM) on any rank stops every rank after the same step
+    # a stop request (Ctrl-C, SIGTERM) on any rank stops every rank after the same step; under DDP the ranks
+    # agree on it at logging steps only, where the master waits for the GPU anyway, not with a sync every step
     stop = stopper.requested
     if ddp:
-        stop_flags = torch.tensor([float(stop)], device=device)
-        torch.distributed.all_reduce(stop_flags)
-        stop = stop_flags.item() > 0
+        stop = iter_num % log_interval == 0 and loop.any_rank(stop, device)
     if stop:
         stop_run()
 

@@ -14,20 +14,17 @@ a local HF directory), and keeps its vocabulary; or from scratch with a dataset'
 needs not share the policy's vocabulary: it reads text. Every eval_interval steps the loss and accuracy
 (the fraction of pairs ranked the right way round) on all held-out pairs go to stdout and log.jsonl.
 """
-import json
 import os
 import time
-from dataclasses import asdict
 
 import numpy as np
 import torch
 
 import hardware
-import training
-from checkpoint import claim_out_dir, save_checkpoint, tokenizer_for
-from configurator import configure, require_positive
-from model import GPT, GPTConfig
-from ppo import ScalarHeadGPT, load_gpt
+import loop
+from checkpoint import claim_out_dir, load_model, make_checkpoint, new_model, save_checkpoint, tokenizer_for, trained_dataset
+from configurator import UserError, configure, require_positive
+from ppo import ScalarHeadGPT
 from rewards import bradley_terry_loss, completion_scores, load_preferences
 from tokenizer import for_dataset
 
@@ -72,12 +69,12 @@ rng = np.random.default_rng(seed)
 # the trunk and its vocabulary
 if init_from == 'scratch':
     tokenizer = for_dataset(dataset)
-    gpt = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                        vocab_size=tokenizer.vocab_size, dropout=dropout))
+    gpt = new_model(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                    vocab_size=tokenizer.vocab_size, dropout=dropout)
 else:
-    gpt, start_checkpoint = load_gpt(init_from, dropout)
+    gpt, start_checkpoint = load_model(init_from, dropout=dropout)
     tokenizer = tokenizer_for(start_checkpoint, init_from)
-    dataset = (start_checkpoint or {}).get('config', {}).get('dataset', '')
+    dataset = trained_dataset(start_checkpoint)
 config['dataset'] = dataset  # where tokenizer_for finds the vocabulary again
 model = ScalarHeadGPT(gpt).to(device)
 block_size = gpt.config.block_size
@@ -89,14 +86,14 @@ def encode_pairs(path):
     for n, pair in enumerate(load_preferences(path), 1):
         try:
             prompt, chosen, rejected = (tokenizer.encode(pair[k]) for k in ('prompt', 'chosen', 'rejected'))
-        except ValueError as e:
-            raise ValueError(f"{path}:{n}: {e}") from None
+        except UserError as e:
+            raise UserError(f"{path}:{n}: {e}") from None
         if not chosen or not rejected:
-            raise ValueError(f"{path}:{n}: an empty chosen or rejected completion")
+            raise UserError(f"{path}:{n}: an empty chosen or rejected completion")
         longest = len(prompt) + max(len(chosen), len(rejected))
         if longest > block_size:
-            raise ValueError(f"{path}:{n}: prompt + completion is {longest} tokens, more than the model's context "
-                             f"of {block_size}")
+            raise UserError(f"{path}:{n}: prompt + completion is {longest} tokens, more than the model's context "
+                            f"of {block_size}")
         encoded.append((prompt, chosen, rejected))
     return encoded
 
@@ -129,10 +126,8 @@ print(f"{len(train_pairs)} training pairs ({train_file}), {len(val_pairs)} held-
 optimizer = gpt.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 optimizer.add_param_group({'params': list(model.head.parameters()), 'weight_decay': 0.0})
 out_dir_lock = claim_out_dir(out_dir)  # writable, and no second run writing it
-log_path = os.path.join(out_dir, 'log.jsonl')
-open(log_path, 'w').close()
-if wandb_log:
-    wandb = training.init_wandb(wandb_project, wandb_run_name, config)
+log = loop.RunLog(os.path.join(out_dir, 'log.jsonl'), keep_before=0,
+                  wandb=(wandb_project, wandb_run_name, config) if wandb_log else None)
 
 start_time = time.time()
 model.train()
@@ -140,11 +135,8 @@ for iter_num in range(max_iters + 1):
     if iter_num % eval_interval == 0 or iter_num == max_iters:
         val_loss, val_acc = evaluate()
         print(f"step {iter_num}: held-out loss {val_loss:.4f}, accuracy {val_acc:.3f} ({time.time() - start_time:.1f}s)")
-        record = {'iter': iter_num, 'val_loss': val_loss, 'val_accuracy': val_acc, 'elapsed_s': time.time() - start_time}
-        with open(log_path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
-        if wandb_log:
-            wandb.log(record)
+        log.write({'iter': iter_num, 'val_loss': val_loss, 'val_accuracy': val_acc,
+                   'elapsed_s': time.time() - start_time})
     if iter_num == max_iters:
         break
     batch = [train_pairs[i] for i in rng.integers(0, len(train_pairs), size=batch_size)]
@@ -155,19 +147,12 @@ for iter_num in range(max_iters + 1):
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if not np.isfinite(loss.item()):
-        raise ValueError(f"the loss became {loss.item()} at iter {iter_num}: lower learning_rate")
+        raise UserError(f"the loss became {loss.item()} at iter {iter_num}: lower learning_rate")
     if iter_num % log_interval == 0:
         print(f"iter {iter_num}: loss {loss.item():.4f}, batch accuracy {acc.item():.3f}")
 
-save_checkpoint({
-    'model': gpt.state_dict(),
-    'head': model.head.state_dict(),  # the scalar head; 'model' stays a plain GPT
-    'model_args': asdict(gpt.config),  # the GPTConfig fields: nanoGPT's model_args keys
-    'optimizer': optimizer.state_dict(),
-    'iter_num': max_iters,
-    'best_val_loss': val_loss,
-    'val_accuracy': val_acc,
-    'config': config,
-    'tokenizer': tokenizer.state(),
-}, os.path.join(out_dir, 'ckpt.pt'))
+# 'model' stays a plain GPT; the reward head goes beside it
+save_checkpoint(make_checkpoint(gpt, optimizer, max_iters, val_loss, config, tokenizer, val_accuracy=val_acc,
+                                scalar_head=model.head.state_dict(), scalar_head_role='reward'),
+                os.path.join(out_dir, 'ckpt.pt'))
 print(f"held-out accuracy {val_acc:.3f} on {len(val_pairs)} pairs; saved the reward model to {out_dir}/ckpt.pt")

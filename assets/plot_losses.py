@@ -14,7 +14,7 @@ matplotlib.use('Agg')  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
-from configurator import configure  # noqa: E402
+from configurator import UserError, configure  # noqa: E402
 
 # -----------------------------------------------------------------------------
 logs = 'out-shakespeare-char-cpu/log.jsonl'  # comma-separated log.jsonl paths
@@ -26,23 +26,23 @@ target = 0.0  # draw a horizontal line at this val loss (0 = none)
 # -----------------------------------------------------------------------------
 configure(globals())
 if x not in ('iter', 'elapsed_s'):
-    raise ValueError(f"x must be 'iter' or 'elapsed_s', got '{x}'")
+    raise UserError(f"x must be 'iter' or 'elapsed_s', got '{x}'")
 
 
 def read_log(path):
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no log at {path}: train.py writes out_dir/log.jsonl during a run")
+        raise UserError(f"no log at {path}: train.py writes out_dir/log.jsonl during a run")
     with open(path) as f:
         records = [json.loads(line) for line in f if line.strip()]
     if not records:
-        raise ValueError(f"{path} has no evals yet")
+        raise UserError(f"{path} has no evals yet")
     return records
 
 
 paths = logs.split(',')
 names = labels.split(',') if labels else [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
 if len(names) != len(paths):
-    raise ValueError(f"{len(paths)} logs but {len(names)} labels")
+    raise UserError(f"{len(paths)} logs but {len(names)} labels")
 fig, ax = plt.subplots(figsize=(7, 4.2))
 for path, name, color in zip(paths, names, plt.rcParams['axes.prop_cycle'].by_key()['color']):
     records = read_log(path)

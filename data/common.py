@@ -10,11 +10,14 @@ interrupted prepare never leaves a truncated train.bin that training would silen
 import codecs
 import contextlib
 import glob
+import json
 import os
 import pickle
 import urllib.request
 
 import numpy as np
+
+from configurator import UserError
 
 UINT16_VOCAB_LIMIT = 2 ** 16  # a vocabulary must have fewer tokens than this (the repo's bound for uint16 .bin files)
 ERRORS = ('strict', 'replace', 'ignore')  # choices for --errors: what to do with bytes that are not UTF-8
@@ -25,12 +28,12 @@ ERRORS = ('strict', 'replace', 'ignore')  # choices for --errors: what to do wit
 
 def check_errors(errors):
     if errors not in ERRORS:
-        raise ValueError(f"--errors={errors!r} is not one of {', '.join(ERRORS)}")
+        raise UserError(f"--errors={errors!r} is not one of {', '.join(ERRORS)}")
 
 
 def _not_utf8(path, byte, offset):
-    return ValueError(f"{path} is not UTF-8 text: byte 0x{byte:02x} at byte offset {offset} cannot be decoded; "
-                      f"convert the file to UTF-8, or pass --errors=replace to read undecodable bytes as U+FFFD")
+    return UserError(f"{path} is not UTF-8 text: byte 0x{byte:02x} at byte offset {offset} cannot be decoded; "
+                     f"convert the file to UTF-8, or pass --errors=replace to read undecodable bytes as U+FFFD")
 
 
 def read_text(path, errors='strict'):
@@ -38,13 +41,34 @@ def read_text(path, errors='strict'):
     so a file round-trips through encode/decode exactly."""
     check_errors(errors)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
+        raise UserError(f"{path}: no such file")
     with open(path, 'rb') as f:
         data = f.read()
     try:
         return data.decode('utf-8', errors)
     except UnicodeDecodeError as e:
         raise _not_utf8(path, data[e.start], e.start) from None
+
+
+def read_jsonl(path, fields):
+    """[(line number, record)] of a jsonl file: each non-blank line a JSON object holding `fields`, a dict
+    {name: type} (e.g. {'prompt': str}); a record keeps those fields only. A line that is not such an object
+    is a one-line error naming the file and the line."""
+    wanted = ', '.join(f"{name} ({kind.__name__})" for name, kind in fields.items())
+    records = []
+    for n, line in enumerate(read_text(path).split('\n'), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: not a JSON object ({e.msg}); every line must be one, with {wanted}") from None
+        bad = ([name for name, kind in fields.items() if not isinstance(obj.get(name), kind)]
+               if isinstance(obj, dict) else list(fields))
+        if bad:
+            raise UserError(f"{path}:{n}: missing or mistyped field(s) {', '.join(bad)}: every line needs {wanted}")
+        records.append((n, {name: obj[name] for name in fields}))
+    return records
 
 
 def check_utf8(path, chunk_size=1 << 24):
@@ -76,13 +100,13 @@ def find_files(spec, exts):
             dirs[:] = [d for d in dirs if not d.startswith('.')]  # no .git, .cache, ...
             files += [os.path.join(root, n) for n in names if n.endswith(tuple(exts)) and not n.startswith('.')]
         if not files:
-            raise FileNotFoundError(f"{spec}: no {' / '.join(exts)} files in this folder")
+            raise UserError(f"{spec}: no {' / '.join(exts)} files in this folder")
     elif glob.has_magic(spec):
         files = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
         if not files:
-            raise FileNotFoundError(f"{spec}: no files match this pattern")
+            raise UserError(f"{spec}: no files match this pattern")
     else:
-        raise FileNotFoundError(f"{spec}: no such file or folder")
+        raise UserError(f"{spec}: no such file or folder")
     return sorted(files)
 
 
@@ -94,8 +118,8 @@ def read_or_download(path, url, timeout=30):
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 data = response.read()
         except OSError as e:  # URLError, timeouts, refused connections
-            raise FileNotFoundError(f"{path} is missing and downloading it from {url} failed ({e}); put the "
-                                    f"file there by hand (in a clone: git checkout -- {path})") from None
+            raise UserError(f"{path} is missing and downloading it from {url} failed ({e}); put the "
+                            f"file there by hand (in a clone: git checkout -- {path})") from None
         name = os.path.basename(path)
         with atomic_outputs(os.path.dirname(path) or '.', [name]) as files:
             files[name].write(data)
@@ -110,7 +134,7 @@ def split_documents(docs, val_fraction):
     -> (train_docs, val_docs). The document the cut falls in is split in two. For a single document
     this is nanoGPT's shakespeare split: text[:int(n * 0.9)], text[int(n * 0.9):]."""
     if not 0 < val_fraction < 1:
-        raise ValueError(f"--val_fraction={val_fraction} must be between 0 and 1 (exclusive)")
+        raise UserError(f"--val_fraction={val_fraction} must be between 0 and 1 (exclusive)")
     cut = int(sum(map(len, docs)) * (1 - val_fraction))
     train, val, seen = [], [], 0
     for doc in docs:
@@ -123,8 +147,8 @@ def split_documents(docs, val_fraction):
             val.append(doc[cut - seen:])
         seen += len(doc)
     if cut == 0 or cut == seen:
-        raise ValueError(f"only {seen} characters of text: too little to split into train and val "
-                         f"with --val_fraction={val_fraction}")
+        raise UserError(f"only {seen} characters of text: too little to split into train and val "
+                        f"with --val_fraction={val_fraction}")
     return train, val
 
 
@@ -142,9 +166,9 @@ def encode_documents(tok, docs):
 
 def check_vocab_fits_uint16(vocab_size):
     if vocab_size >= UINT16_VOCAB_LIMIT:
-        raise ValueError(f"a vocabulary of {vocab_size:,} tokens does not fit the uint16 .bin files (it must have "
-                         f"fewer than {UINT16_VOCAB_LIMIT:,}); use GPT-2 BPE (--tokenizer=gpt2) or text with "
-                         f"fewer distinct characters")
+        raise UserError(f"a vocabulary of {vocab_size:,} tokens does not fit the uint16 .bin files (it must have "
+                        f"fewer than {UINT16_VOCAB_LIMIT:,}); use GPT-2 BPE (--tokenizer=gpt2) or text with "
+                        f"fewer distinct characters")
 
 
 def as_uint16(ids):
@@ -152,7 +176,7 @@ def as_uint16(ids):
     arr = np.asarray(ids)
     if arr.dtype != np.uint16:
         if arr.size and (arr.min() < 0 or arr.max() >= 2 ** 16):
-            raise ValueError(f"token ids must be in 0..65535 to be stored as uint16, got {arr.min()}..{arr.max()}")
+            raise UserError(f"token ids must be in 0..65535 to be stored as uint16, got {arr.min()}..{arr.max()}")
         arr = arr.astype(np.uint16)
     return np.ascontiguousarray(arr)
 
@@ -175,15 +199,15 @@ def _fsync_dir(path):
 
 
 def check_out_dir(out_dir):
-    """A ValueError if out_dir, or the nearest existing folder above it, is a regular file: os.makedirs
+    """A UserError if out_dir, or the nearest existing folder above it, is a regular file: os.makedirs
     would stop there with a FileExistsError traceback. atomic_outputs checks it; the prepare scripts that
     tokenize for long check it first too (creating nothing), so a bad --out_dir fails at once."""
     path = os.path.abspath(out_dir)
     while not os.path.exists(path):
         path = os.path.dirname(path)
     if not os.path.isdir(path):
-        raise ValueError(f"--out_dir={out_dir} is (or lies under) an existing file, not a folder: give the folder "
-                         f"to write train.bin / val.bin into, e.g. --out_dir=data/mybook")
+        raise UserError(f"--out_dir={out_dir} is (or lies under) an existing file, not a folder: give the folder "
+                        f"to write train.bin / val.bin into, e.g. --out_dir=data/mybook")
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ a loss mask over their answers, a deterministic held-out split, and exact-match 
 A problem is a (question, answer) pair of strings, e.g. ('12+34=', '640'). On disk it is one line,
 question + answer + '\n', in a character vocabulary (meta.pkl). Beside train.bin / val.bin go
 train_mask.bin / val_mask.bin: uint8, one byte per token, 1 on the answer and its line end, 0 on the
-question. training.read_windows turns the targets under a 0 into -1, which the loss ignores, so the
+question. dataloader.read_windows turns the targets under a 0 into -1, which the loss ignores, so the
 model is trained only on what it can compute (the questions are random: predicting them is noise),
 as minGPT masks its questions, while the token stream stays the repo's plain uint16 and train.py
 stays the one training script.
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 import hardware
-from checkpoint import load_model, tokenizer_for
+from checkpoint import load_model, tokenizer_for, trained_dataset
+from configurator import UserError
 from data.common import as_uint16, atomic_outputs, write_ids
 from tokenizer import Tokenizer, dataset_dir
 
@@ -39,8 +40,8 @@ def split_problems(problems, val_fraction):
     write an answer it has never seen written: sort's 000000 is the only list whose sorted form ends in 0."""
     n_val = round(len(problems) * val_fraction)
     if not 0 < n_val < len(problems):
-        raise ValueError(f"--val_fraction={val_fraction} holds out {n_val} of {len(problems)} problems: "
-                         f"pick a fraction that leaves at least one problem on each side")
+        raise UserError(f"--val_fraction={val_fraction} holds out {n_val} of {len(problems)} problems: "
+                        f"pick a fraction that leaves at least one problem on each side")
     ordered = sorted(problems, key=lambda p: hashlib.sha256(p[0].encode()).digest())
     in_train = Counter(a for _, a in problems)  # problems per answer still in train
     train, held_out = [], []
@@ -51,8 +52,8 @@ def split_problems(problems, val_fraction):
         else:
             train.append((q, a))
     if len(held_out) < n_val:
-        raise ValueError(f"--val_fraction={val_fraction} would hold out {n_val} problems, but only {len(held_out)} "
-                         f"can go while every answer keeps a problem in train: lower it")
+        raise UserError(f"--val_fraction={val_fraction} would hold out {n_val} problems, but only {len(held_out)} "
+                        f"can go while every answer keeps a problem in train: lower it")
     return train, held_out
 
 
@@ -148,15 +149,15 @@ def evaluate(task, out_dir, describe, max_problems, batch_size, show, device, dt
     splits (the first max_problems of each) and print exact-match accuracy with a few wrong answers,
     described by describe(question, answer, got). Returns {'train': accuracy, 'held-out': accuracy}."""
     if batch_size < 1 or show < 0:
-        raise ValueError(f"batch_size must be at least 1 and show at least 0, got {batch_size} and {show}")
+        raise UserError(f"batch_size must be at least 1 and show at least 0, got {batch_size} and {show}")
     model, checkpoint = load_model('resume', out_dir)
     tok = tokenizer_for(checkpoint)  # the same vocabulary lookup as sample.py
-    dataset = checkpoint.get('config', {}).get('dataset')
+    dataset = trained_dataset(checkpoint)
     trained_on = (tok.meta or {}).get('task')
     if trained_on != task:
         what = f"the '{trained_on}' task" if trained_on else f"dataset '{dataset}', not the {task} task"
-        raise ValueError(f"{out_dir}/ckpt.pt was trained on {what}: evaluate it with "
-                         f"{f'data/{trained_on}/evaluate.py' if trained_on else 'sample.py'}")
+        raise UserError(f"{out_dir}/ckpt.pt was trained on {what}: evaluate it with "
+                        f"{f'data/{trained_on}/evaluate.py' if trained_on else 'sample.py'}")
     hw = hardware.setup(device, dtype)
     model.eval().to(hw.device)
     complete = greedy_completer(model, tok, hw.device)

@@ -19,17 +19,46 @@ def figure(pattern, text):
     return float(m[1].replace(',', ''))
 
 
+# training FLOPs per iteration of TINY, counted by hand: PaLM's 6N + 12 * L * C * T per token (model.flops_per_token),
+# with N the parameters less the position embeddings; vocab 65 (bench.py's default), no biases
+TINY_N = (65 * 32                    # wte, tied with lm_head: counted once
+          + 2 * (32                  # ln_1 weight
+                 + 32 * 3 * 32       # attn.c_attn
+                 + 32 * 32           # attn.c_proj
+                 + 32                # ln_2 weight
+                 + 32 * 4 * 32       # mlp.c_fc
+                 + 4 * 32 * 32)      # mlp.c_proj
+          + 32)                      # ln_f weight
+TINY_FLOPS_PER_ITER = (6 * TINY_N + 12 * 2 * 32 * 32) * 4 * 32  # 4 sequences of 32 tokens
+
+
+def assert_rounds_from(printed, decimals, lo, hi, what):
+    """The figure, printed to `decimals` places, is the rounding of a value in [lo, hi]."""
+    half = 0.5 * 10 ** -decimals + 1e-9
+    assert lo - half <= printed <= hi + half, f"{what}: printed {printed}, expected {lo:.4f}..{hi:.4f}"
+
+
 def test_bench_prints_training_and_generation_figures():
     out = run_script('bench.py', *TINY, '--gen_tokens=8', env=ONE_THREAD).stdout
     ms = figure(r'train: ([\d.]+) ms/iter', out)
     tokens_per_s = figure(r'train: ([\d,]+) tokens/s \(128 tokens/iter\)', out)  # 4 x 32 tokens
     mfu = figure(r'train: MFU ([\d.]+)%', out)
+    achieved = figure(r'train: MFU [\d.]+% \(([\d.]+) of [\d.]+ GFLOP/s\)', out)
+    peak_gflops = figure(r'train: MFU [\d.]+% \([\d.]+ of ([\d.]+) GFLOP/s\)', out)
     dtype = re.search(r'^cpu, (\w+), compile=False', out, re.M)[1]  # what 'auto' resolved to on this CPU
     assert dtype == hardware.resolve_dtype('auto', 'cpu')
     # the peak is measured at that dtype, at most 256x256 (--peak_matmul_size), best of <= 2 (--peak_repeats=1)
     peak = figure(rf'peak: ([\d.]+) TFLOP/s \(measured: best of [12] (128x128|256x256) {dtype} matmuls', out)
-    assert ms > 0 and peak > 0 and 0 < mfu < 100
-    assert abs(tokens_per_s - 128 / ms * 1e3) <= 0.02 * tokens_per_s  # both from the same median step time
+    assert ms > 0 and peak > 0 and peak_gflops > 0
+    # the rates follow from the hand counts and the printed step time and peak: the true step time is within
+    # the rounding of the printed ms (2 decimals), the true peak within that of the GFLOP/s figure (1 decimal;
+    # the TFLOP/s one, 3 decimals, is too coarse for a CPU's few dozen GFLOP/s)
+    s_lo, s_hi = (ms - 0.005) / 1e3, (ms + 0.005) / 1e3
+    p_lo, p_hi = (peak_gflops - 0.05) * 1e9, (peak_gflops + 0.05) * 1e9
+    assert_rounds_from(tokens_per_s, 0, 128 / s_hi, 128 / s_lo, 'tokens/s')
+    flops = TINY_FLOPS_PER_ITER
+    assert_rounds_from(achieved, 1, flops / s_hi / 1e9, flops / s_lo / 1e9, 'achieved GFLOP/s')
+    assert_rounds_from(mfu, 2, flops / s_hi / p_hi * 100, flops / s_lo / p_lo * 100, 'MFU %')
     cached = figure(r'generate \(cached\): 1 x 8 tokens from a 1-token prompt in [\d.]+ s, ([\d,.]+) tokens/s', out)
     uncached = figure(r'generate \(uncached\): 1 x 8 tokens from a 1-token prompt in [\d.]+ s, ([\d,.]+) tokens/s', out)
     assert cached > 0 and uncached > 0
@@ -54,7 +83,7 @@ def test_bench_user_errors_are_one_line():
 def test_parse_run_finds_the_first_eval_at_or_below_the_target(shakespeare_char, tmp_path, monkeypatch):
     monkeypatch.setenv('OMP_NUM_THREADS', '1')  # run_timed passes the environment on
     out_dir = tmp_path / 'out'
-    lines, wall = bench.run_timed([
+    lines, wall, started = bench.run_timed([
         'train.py', '--dataset=shakespeare_char', f'--out_dir={out_dir}', '--device=cpu', '--dtype=float32',
         '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=8',
         '--gradient_accumulation_steps=1', '--eval_iters=4', '--eval_interval=10', '--max_iters=30',
@@ -65,18 +94,23 @@ def test_parse_run_finds_the_first_eval_at_or_below_the_target(shakespeare_char,
     target = log[2]['val_loss']
     assert log[0]['val_loss'] > target and log[1]['val_loss'] > target  # the loss fell, so iter 20 is the first
 
-    run = bench.parse_run(lines, target, log)
+    run = bench.parse_run(lines, target, log, started)
     evals, crossing = run['evals'], run['crossing']
     assert [e['iter'] for e in evals] == [0, 10, 20, 30]
     assert crossing['iter'] == 20 and crossing['val_loss'] == target  # full precision, from the log
+    # each eval's wall time after the process started, from the log's clock, lands where its line was printed
+    printed_at = [t for t, line in lines if line.startswith('step ')]
     walls = [e['wall_s'] for e in evals]
-    assert 0 < run['first_step_s'] < walls[1] and 0 < walls[0] < walls[1] < walls[2] < walls[3] <= wall
-    # the median of the printed iteration times from iter 5 on is train.py's own median (it logs it unrounded)
-    assert abs(run['ms_per_iter'] - log[-1]['ms_per_iter']) <= 0.005 + 1e-9  # printed to 2 decimals
+    assert all(abs(w - t) < 0.5 for w, t in zip(walls, printed_at)), (walls, printed_at)
+    assert 0 < walls[0] < run['first_step_s'] < walls[1] < walls[2] < walls[3] <= wall
+    # the log's median step time agrees with the median of the printed iteration times from iter 5 on
+    printed = sorted(float(line.split('time ')[1].split('ms')[0]) for _, line in lines
+                     if line.startswith('iter ') and int(line.split()[1][:-1]) >= 5)
+    assert abs(run['ms_per_iter'] - printed[len(printed) // 2]) <= 0.005 + 1e-9  # printed to 2 decimals
 
-    assert bench.parse_run(lines, min(r['val_loss'] for r in log) - 1e-6, log)['crossing'] is None
-    printed = bench.parse_run(lines, target)  # nanoGPT writes no log.jsonl: the printed 4 decimals count
-    assert [round(e['val_loss'], 4) for e in printed['evals']] == [round(r['val_loss'], 4) for r in log]
+    assert bench.parse_run(lines, min(r['val_loss'] for r in log) - 1e-6, log, started)['crossing'] is None
+    from_output = bench.parse_run(lines, target)  # nanoGPT writes no log.jsonl: the printed 4 decimals count
+    assert [round(e['val_loss'], 4) for e in from_output['evals']] == [round(r['val_loss'], 4) for r in log]
 
 
 def test_parse_run_reads_nanogpts_output():

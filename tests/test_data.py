@@ -11,6 +11,7 @@ import threading
 import numpy as np
 import pytest
 
+from configurator import UserError
 from conftest import assert_one_line_error, run_script
 from data import common
 from tokenizer import DATA_DIR, REPO_DIR, Tokenizer
@@ -145,11 +146,11 @@ def test_vocabulary_too_big_for_uint16(offline_env, tmp_path):
                        f'--out_dir={tmp_path / "out"}'), '70,000 tokens', 'uint16')
     assert not (tmp_path / 'out').exists()
     common.check_vocab_fits_uint16(65_535)
-    with pytest.raises(ValueError, match='uint16'):
+    with pytest.raises(UserError, match='uint16'):
         common.check_vocab_fits_uint16(65_536)
-    with pytest.raises(ValueError, match='0..65535'):
+    with pytest.raises(UserError, match='0..65535'):
         common.as_uint16([1, 65_536])
-    with pytest.raises(ValueError, match='0..65535'):
+    with pytest.raises(UserError, match='0..65535'):
         common.as_uint16([-1, 2])
 
 
@@ -161,10 +162,10 @@ def test_check_utf8_in_chunks(tmp_path):
         with pytest.raises(UnicodeDecodeError) as e:
             bytes(data).decode('utf-8')
         (tmp_path / 'f').write_bytes(data)
-        with pytest.raises(ValueError, match=f'byte offset {e.value.start} '):
+        with pytest.raises(UserError, match=f'byte offset {e.value.start} '):
             common.check_utf8(tmp_path / 'f', chunk_size=rng.randint(1, 7))
     (tmp_path / 'cut').write_bytes('\u20ac'.encode()[:2])  # a character cut at the end of the file
-    with pytest.raises(ValueError, match='byte offset 0 '):
+    with pytest.raises(UserError, match='byte offset 0 '):
         common.check_utf8(tmp_path / 'cut', chunk_size=1)
 
 
@@ -214,7 +215,7 @@ def test_read_or_download(tmp_path):
         path.parent.mkdir()
         assert common.read_or_download(str(path), url) == 'downloaded text\n'
         assert path.read_text() == 'downloaded text\n' and os.listdir(path.parent) == ['input.txt']
-        with pytest.raises(FileNotFoundError, match='downloading it from .* failed'):
+        with pytest.raises(UserError, match='downloading it from .* failed'):
             common.read_or_download(str(tmp_path / 'gone.txt'), url.replace('input.txt', 'nope.txt'))
     finally:
         server.shutdown()

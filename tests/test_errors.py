@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import hardware
-from conftest import assert_one_line_error, run_script
+from configurator import UserError
+from conftest import REPO, assert_one_line_error, run_script
 
 TINY = ['--device=cpu', '--dtype=float32', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32',
         '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=1', '--max_iters=2', '--eval_interval=2',
@@ -84,7 +85,7 @@ def test_a_device_this_machine_lacks_is_one_line(tmp_path, device, name):
 def test_a_cuda_index_past_the_last_gpu_names_the_ones_there_are(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
-    with pytest.raises(ValueError, match=r'--device=cuda:2: this machine has 2 CUDA GPU\(s\), cuda:0 to cuda:1'):
+    with pytest.raises(UserError, match=r'--device=cuda:2: this machine has 2 CUDA GPU\(s\), cuda:0 to cuda:1'):
         hardware.check_device('cuda:2', 'cuda')
     hardware.check_device('cuda:1', 'cuda')  # fine
 
@@ -130,3 +131,34 @@ def test_a_token_file_of_odd_size_names_the_file(shakespeare_char, tmp_path, spl
     proc = run_script('train.py', f'--dataset={data}', f'--out_dir={tmp_path / "out"}', *TINY, check=False)
     assert_one_line_error(proc, f'{os.path.join(data, split)}.bin has an odd size (2001 bytes)',
                           "re-run the dataset's prepare.py")
+
+
+# -----------------------------------------------------------------------------
+# the convention itself: only the repo's UserError becomes one line
+
+def script_with_configure(tmp_path, body):
+    path = tmp_path / 'script.py'
+    path.write_text(f"import sys\nsys.path.insert(0, {REPO!r})\nfrom configurator import UserError, configure\n"
+                    f"seed = 1\nconfigure(globals())\n{body}")
+    return str(path)
+
+
+def test_a_bug_inside_a_library_call_keeps_its_traceback(tmp_path):
+    # numpy raises a ValueError for a negative seed: a bug in the calling code, not a user error, so the user
+    # (and whoever they report it to) needs the whole traceback, and the exit code of a crash
+    proc = run_script(script_with_configure(tmp_path, "import numpy as np\nnp.random.default_rng(seed - 2)\n"),
+                      check=False)
+    assert proc.returncode == 1 and 'error: ' not in proc.stderr, proc.stderr
+    assert 'Traceback' in proc.stderr and 'np.random.default_rng(seed - 2)' in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith('ValueError: ')
+    # the same goes for a FileNotFoundError from the standard library
+    proc = run_script(script_with_configure(tmp_path, f"open({str(tmp_path / 'nowhere.txt')!r})\n"), check=False)
+    assert proc.returncode == 1 and 'Traceback' in proc.stderr and 'FileNotFoundError' in proc.stderr
+
+
+def test_a_user_error_is_one_line_and_still_runs_finally_and_atexit(tmp_path):
+    body = ("import atexit\natexit.register(lambda: print('atexit handler ran', flush=True))\n"
+            "try:\n    raise UserError('seed is wrong: pass --seed=2')\nfinally:\n    print('finally block ran')\n")
+    proc = run_script(script_with_configure(tmp_path, body), check=False)
+    assert_one_line_error(proc, 'seed is wrong: pass --seed=2')
+    assert proc.stdout.splitlines()[-2:] == ['finally block ran', 'atexit handler ran'], proc.stdout

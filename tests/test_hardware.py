@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import hardware
+from configurator import UserError
 
 ZEN4 = {'architecture': 'x86_64', 'avx2': True, 'avx512_f': True, 'avx512_bf16': True, 'amx_bf16': False}
 SAPPHIRE_RAPIDS = {'architecture': 'x86_64', 'avx2': True, 'avx512_bf16': True, 'amx_bf16': True,
@@ -55,7 +56,7 @@ def test_forced_native_dtype_does_not_warn(dtype, caps, capsys):
 
 
 def test_unknown_dtype_is_a_user_error():
-    with pytest.raises(ValueError, match="dtype must be 'float32', 'bfloat16', 'float16' or 'auto'"):
+    with pytest.raises(UserError, match="dtype must be 'float32', 'bfloat16', 'float16' or 'auto'"):
         hardware.resolve_dtype('fp8', 'cpu')
 
 

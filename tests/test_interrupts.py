@@ -208,3 +208,32 @@ def test_sampling_non_finite_weights_is_one_line(shakespeare_char, tmp_path):
     proc = run_script('sample.py', f'--out_dir={tmp_path}', '--num_samples=1', '--max_new_tokens=5', '--device=cpu',
                       check=False)
     assert_one_line_error(proc, 'are not finite', 'cannot be sampled')
+
+
+def worker_pid(launcher_pid, rank):
+    """The pid of the torchrun worker of this rank: the launcher's child whose environment says RANK=rank."""
+    for pid in open(f'/proc/{launcher_pid}/task/{launcher_pid}/children').read().split():
+        with open(f'/proc/{pid}/environ', 'rb') as f:
+            if f'RANK={rank}'.encode() in f.read().split(b'\0'):
+                return int(pid)
+    raise AssertionError(f"no rank {rank} worker under pid {launcher_pid}")
+
+
+def test_ddp_ranks_agree_on_a_stop_at_a_logging_step(shakespeare_char, tmp_path):
+    # SIGTERM to rank 1 alone: under DDP the ranks compare stop requests only at logging steps (every 5th here,
+    # not every step, which would make each step wait on an all-reduce), and then all of them stop together
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py']
+    proc = subprocess.Popen(torchrun + ['--dataset=shakespeare_char', f'--out_dir={tmp_path}', *TINY,
+                                        '--log_interval=5', '--gradient_accumulation_steps=2', '--eval_iters=2',
+                                        '--max_iters=1000000', '--lr_decay_iters=1000000', '--eval_interval=1000000'],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
+    wait_for_line(proc, 'iter 10:')
+    os.kill(worker_pid(proc.pid, 1), signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    stopped_at = torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num']
+    assert stopped_at >= 10 and stopped_at % 5 == 0, (stopped_at, out[-2000:], err[-2000:])
+    assert f'saving checkpoint to {tmp_path}/ckpt.pt (interrupted at iter {stopped_at})' in out
+    assert 'stopped by signal; resume with:' in out and 'train.py", line' not in err, err[-3000:]
+    # the ranks left through the stop (exit code 130, which the launcher reports as a failure; the last one out may
+    # instead meet the launcher's own SIGTERM as it exits, the save being done by then)
+    assert 'exitcode  : 130' in err, err[-3000:]

@@ -5,14 +5,19 @@ import pytest
 import torch
 
 import model as model_module
+from configurator import UserError
 from model import GPT, GPTConfig, sample_next
-
-transformers = pytest.importorskip("transformers")
 
 TINY = dict(block_size=32, vocab_size=1000, n_layer=2, n_head=4, n_embd=64)
 
 
-def tiny_hf_dir(tmp_path, seed=0, **overrides):
+@pytest.fixture
+def transformers():
+    """The transformers module, for the parity and export tests; they skip without it, the rest still run."""
+    return pytest.importorskip('transformers')
+
+
+def tiny_hf_dir(transformers, tmp_path, seed=0, **overrides):
     """A randomly initialised transformers GPT2LMHeadModel, saved as a local HF directory."""
     torch.manual_seed(seed)
     cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, n_positions=32,
@@ -43,8 +48,8 @@ def test_module_names_match_gpt2_and_nanogpt():
     assert not any(k.endswith('.bias') for k in no_bias.state_dict())
 
 
-def test_from_pretrained_local_dir_matches_transformers(tmp_path):
-    hf = tiny_hf_dir(tmp_path)
+def test_from_pretrained_local_dir_matches_transformers(transformers, tmp_path):
+    hf = tiny_hf_dir(transformers, tmp_path)
     ours = GPT.from_pretrained(str(tmp_path)).eval()
     idx = torch.randint(0, 1000, (3, 32))
     with torch.no_grad():
@@ -60,7 +65,7 @@ def test_from_pretrained_local_dir_matches_transformers(tmp_path):
     assert max_abs_diff(last[:, 0], ref[:, -1]) < 1e-4
 
 
-def test_export_round_trip_loads_in_transformers(tmp_path):
+def test_export_round_trip_loads_in_transformers(transformers, tmp_path):
     torch.manual_seed(1)
     ours = GPT(GPTConfig(**TINY)).eval()
     with torch.no_grad():  # non-zero biases and LayerNorm parameters, so every tensor matters
@@ -79,7 +84,7 @@ def test_export_round_trip_loads_in_transformers(tmp_path):
         assert torch.equal(a, b), k
 
 
-def test_export_crops_padded_vocab_and_fills_zero_biases(tmp_path):
+def test_export_crops_padded_vocab_and_fills_zero_biases(transformers, tmp_path):
     torch.manual_seed(2)
     ours = GPT(GPTConfig(block_size=16, vocab_size=50304, n_layer=1, n_head=2, n_embd=32, bias=False)).eval()
     ours.save_pretrained(tmp_path)
@@ -231,22 +236,41 @@ def test_configure_optimizers_decays_only_matrices():
     assert n_opt == model.get_num_params(non_embedding=False)  # the tied matrix counted once
 
 
-def test_estimate_mfu_uses_the_given_peak():
+# TINY's parameters counted by hand from the architecture, position embeddings left out (get_num_params'
+# non_embedding count): C = 64, vocab 1000, 2 layers, with biases
+TINY_N = (1000 * 64                      # wte, tied with lm_head: counted once
+          + 2 * (2 * 64                  # ln_1 weight and bias
+                 + 64 * 3 * 64 + 3 * 64  # attn.c_attn
+                 + 64 * 64 + 64          # attn.c_proj
+                 + 2 * 64                # ln_2
+                 + 64 * 4 * 64 + 4 * 64  # mlp.c_fc
+                 + 4 * 64 * 64 + 64)     # mlp.c_proj
+          + 2 * 64)                      # ln_f
+
+
+def test_flops_per_token_and_mfu_against_a_hand_count():
     model = GPT(GPTConfig(**TINY))
-    flops = model.flops_per_token() * 32 * 4  # 4 sequences of 32 tokens in one second
-    assert model.estimate_mfu(4, 1.0, flops) == pytest.approx(1.0)
-    assert model.estimate_mfu(4, 2.0, flops) == pytest.approx(0.5)
+    assert model.get_num_params() == TINY_N
+    # PaLM appendix B: 6N for the weights, 12 * L * C * T for attention, per token at sequence length T
+    assert model.flops_per_token() == 6 * TINY_N + 12 * 2 * 64 * 32  # T defaults to block_size
+    assert model.flops_per_token(16) == 6 * TINY_N + 12 * 2 * 64 * 16
+    # 4 sequences of 32 tokens in 0.5 s against a 1 GFLOP/s peak; then 4 of 16 tokens in 1 s
+    assert model.estimate_mfu(4, 0.5, 1e9) == pytest.approx((6 * TINY_N + 12 * 2 * 64 * 32) * 32 * 4 / 0.5 / 1e9)
+    assert model.estimate_mfu(4, 1.0, 1e9, seq_len=16) == pytest.approx((6 * TINY_N + 12 * 2 * 64 * 16) * 16 * 4 / 1e9)
 
 
 def test_bad_configs_and_names_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"n_embd \(100\) must be divisible by n_head \(3\)"):
         GPTConfig(n_embd=100, n_head=3)
-    with pytest.raises(ValueError, match="gpt2, gpt2-medium, gpt2-large, gpt2-xl.*local directory"):
+    with pytest.raises(UserError, match="gpt2, gpt2-medium, gpt2-large, gpt2-xl.*local directory"):
         GPT.from_pretrained('gpt3')
-    with pytest.raises(ValueError, match="only dropout"):
+    with pytest.raises(UserError, match="only dropout"):
         GPT.from_pretrained('gpt2', dict(n_layer=3))
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(UserError, match="config.json"):
         GPT.from_pretrained(str(tmp_path))
-    tiny_hf_dir(tmp_path, activation_function='relu')
-    with pytest.raises(ValueError, match="activation_function"):
+
+
+def test_unsupported_gpt2_variant_is_a_clear_error(transformers, tmp_path):
+    tiny_hf_dir(transformers, tmp_path, activation_function='relu')
+    with pytest.raises(UserError, match="activation_function"):
         GPT.from_pretrained(str(tmp_path))

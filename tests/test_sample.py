@@ -66,3 +66,17 @@ def test_sample_bad_input(quickstart_run, tmp_path):
     assert_one_line_error(proc, 'the prompt is empty')
     proc = run_script('sample.py', f'--out_dir={quickstart_run}', '--start=\u20ac', check=False)
     assert_one_line_error(proc, "character '€' is not in this 65-character vocabulary")
+
+
+def test_compile_compiles_what_generation_runs(quickstart_run):
+    # torch.compile(model) would leave generate_stream calling the plain forward: dynamo would trace nothing.
+    # TORCH_LOGS=dynamo names each function it traces; generation runs two graphs of GPT.forward, the prompt's
+    # prefill and the one-token step (its cache length dynamic), and they give the eager model's greedy text.
+    args = ('sample.py', f'--out_dir={quickstart_run}', '--temperature=0', '--num_samples=1', '--max_new_tokens=12',
+            '--start=ROMEO:', '--dtype=float32', '--device=cpu')
+    eager = run_script(*args).stdout
+    compiled = run_script(*args, '--compile=True', env={'TORCH_LOGS': 'dynamo'})
+    traced = [line for line in compiled.stderr.splitlines() if 'torchdynamo start tracing forward' in line]
+    assert len(traced) == 2 and all('model.py' in line for line in traced), compiled.stderr[-3000:]
+    assert samples(compiled.stdout.split('number of parameters')[-1].split('\n', 1)[1]) == \
+        samples(eager.split('number of parameters')[-1].split('\n', 1)[1])

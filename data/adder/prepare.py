@@ -16,8 +16,8 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root: configurator, data.tasks
-from configurator import configure
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, as data/__init__.py says
+from configurator import UserError, configure
 from data.tasks import save_task
 
 ndigit = 2  # digits of each operand: 10 ** (2 * ndigit) problems
@@ -26,7 +26,7 @@ out_dir = _HERE
 configure(globals())
 
 if not 1 <= ndigit <= 4:
-    raise ValueError(f"--ndigit={ndigit} must be 1 to 4 (10 ** (2 * ndigit) problems: 4 digits is already 10^8)")
+    raise UserError(f"--ndigit={ndigit} must be 1 to 4 (10 ** (2 * ndigit) problems: 4 digits is already 10^8)")
 
 
 def problem(a, b):

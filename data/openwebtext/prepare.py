@@ -23,11 +23,11 @@ import time
 import urllib.parse
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root: tokenizer, configurator, data.common
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, as data/__init__.py says
 import numpy as np
 from tqdm import tqdm
 
-from configurator import configure
+from configurator import UserError, configure
 from data.common import atomic_outputs, check_errors, check_out_dir, check_utf8, find_files, write_ids
 from tokenizer import get_gpt2_encoding
 
@@ -59,15 +59,15 @@ def load_hub(name):
         try:
             socket.create_connection((url.hostname, url.port or 443), timeout=10).close()
         except OSError as e:
-            raise ValueError(f"cannot reach {url.hostname} to download '{name}' ({e}); offline, prepare a local copy "
-                             f"instead: --dataset=<folder or glob of .txt/.jsonl/.parquet files, or a save_to_disk "
-                             f"folder> (or set HF_DATASETS_OFFLINE=1 to use one in the Hugging Face cache)") from None
+            raise UserError(f"cannot reach {url.hostname} to download '{name}' ({e}); offline, prepare a local copy "
+                            f"instead: --dataset=<folder or glob of .txt/.jsonl/.parquet files, or a save_to_disk "
+                            f"folder> (or set HF_DATASETS_OFFLINE=1 to use one in the Hugging Face cache)") from None
     try:
         ds = datasets.load_dataset(name, num_proc=num_proc)  # nanoGPT: ~54GB in the huggingface cache
     except Exception as e:
-        raise ValueError(f"loading '{name}' from the Hugging Face hub failed ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); a local copy works too: "
-                         f"--dataset=<folder or glob of .txt/.jsonl/.parquet files>") from None
+        raise UserError(f"loading '{name}' from the Hugging Face hub failed ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); a local copy works too: "
+                        f"--dataset=<folder or glob of .txt/.jsonl/.parquet files>") from None
     return ds['train']
 
 
@@ -78,14 +78,14 @@ def load_local(spec):
         ds = datasets.load_from_disk(path)
         if isinstance(ds, datasets.DatasetDict):
             if 'train' not in ds:
-                raise ValueError(f"{spec} has splits {list(ds)} but no 'train' split to prepare")
+                raise UserError(f"{spec} has splits {list(ds)} but no 'train' split to prepare")
             ds = ds['train']
         return ds, []
     files = find_files(spec, exts=tuple(_LOCAL_KINDS))
     kinds = {_LOCAL_KINDS.get(os.path.splitext(f)[1]) for f in files}
     if None in kinds or len(kinds) > 1:
-        raise ValueError(f"{spec} gives {len(files)} files of types {sorted({os.path.splitext(f)[1] for f in files})}; "
-                         f"use one type at a time: .txt (a document per file), .jsonl or .parquet (a 'text' column)")
+        raise UserError(f"{spec} gives {len(files)} files of types {sorted({os.path.splitext(f)[1] for f in files})}; "
+                        f"use one type at a time: .txt (a document per file), .jsonl or .parquet (a 'text' column)")
     kind = kinds.pop()
     options = {'text': {'sample_by': 'document', 'encoding_errors': errors},
                # the json loader hands the bytes to pyarrow unchecked when the encoding is spelled 'utf-8';
@@ -99,7 +99,7 @@ def load_local(spec):
     except Exception as e:
         if kind != 'parquet':
             find_bad_utf8(files)  # most likely cause: raises the one-line error naming the file and byte offset
-        raise ValueError(f"could not read {spec} ({_innermost(e)})") from None
+        raise UserError(f"could not read {spec} ({_innermost(e)})") from None
     return ds, files
 
 
@@ -131,14 +131,14 @@ def load_splits():
     """-> (documents: a Dataset with only a 'text' column, {'train': rows, 'val': rows} in nanoGPT's order,
     the local files read, if any)."""
     if not 0 < test_size < 1:
-        raise ValueError(f"--test_size={test_size} must be between 0 and 1 (exclusive)")
+        raise UserError(f"--test_size={test_size} must be between 0 and 1 (exclusive)")
     ds, files = load_local(dataset) if is_local(dataset) else (load_hub(dataset), [])
     if 'text' not in ds.column_names:
-        raise ValueError(f"{dataset} has no 'text' column (columns: {', '.join(ds.column_names)})")
+        raise UserError(f"{dataset} has no 'text' column (columns: {', '.join(ds.column_names)})")
     if getattr(ds.features['text'], 'dtype', None) not in ('string', 'large_string'):
-        raise ValueError(f"{dataset}: the 'text' column holds {ds.features['text']}, not strings")
+        raise UserError(f"{dataset}: the 'text' column holds {ds.features['text']}, not strings")
     if len(ds) < 2:
-        raise ValueError(f"{dataset} has {len(ds)} document(s); a train and a val split need at least 2")
+        raise UserError(f"{dataset} has {len(ds)} document(s); a train and a val split need at least 2")
     return ds.select_columns(['text']), split_rows(len(ds)), files
 
 
@@ -213,7 +213,7 @@ if __name__ == '__main__':
     configure(globals())
     check_errors(errors)
     if num_proc < 1 or shards < 1 or shard_size < 1:
-        raise ValueError("--num_proc, --shards and --shard_size must be at least 1")
+        raise UserError("--num_proc, --shards and --shard_size must be at least 1")
     check_out_dir(out_dir)
     get_gpt2_encoding()  # built before the workers start, so forked workers share it
     docs, splits, files = load_splits()

@@ -15,15 +15,15 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, as data/__init__.py says
 import numpy as np
 import torch
 
-import training
-from checkpoint import check_vocabulary, tokenizer_for
-from configurator import configure
+import dataloader
+from checkpoint import check_vocabulary, load_model, tokenizer_for, trained_dataset
+from configurator import UserError, configure
 from data.common import atomic_outputs
-from ppo import completion_texts, generate_completions, load_gpt, prompt_windows
+from ppo import completion_texts, generate_completions, prompt_windows
 from rewards import get_reward
 
 init_from = 'out-shakespeare-char-cpu'  # the model whose samples are compared: an out_dir, a GPT-2 name or a HF dir
@@ -41,21 +41,21 @@ seed = 1337
 configure(globals())
 
 if not 0 < val_fraction < 1 or n_pairs < 2:
-    raise ValueError(f"need 0 < val_fraction < 1 and n_pairs >= 2 (got {val_fraction}, {n_pairs})")
+    raise UserError(f"need 0 < val_fraction < 1 and n_pairs >= 2 (got {val_fraction}, {n_pairs})")
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
-model, checkpoint = load_gpt(init_from)
+model, checkpoint = load_model(init_from, dropout=0.0)
 model.to(device)
 tokenizer = tokenizer_for(checkpoint, init_from)
-dataset = dataset or (checkpoint or {}).get('config', {}).get('dataset', '')
+dataset = dataset or trained_dataset(checkpoint)
 if not dataset:
-    raise ValueError(f"{init_from}/ckpt.pt names no dataset: set dataset=<the prepared dataset to take prompts from>")
+    raise UserError(f"{init_from}/ckpt.pt names no dataset: set dataset=<the prepared dataset to take prompts from>")
 if prompt_len + max_new_tokens > model.config.block_size:
-    raise ValueError(f"prompt_len + max_new_tokens ({prompt_len + max_new_tokens}) is longer than the model's "
-                     f"context of {model.config.block_size}")
-data_dir = training.check_dataset(dataset, prompt_len)
+    raise UserError(f"prompt_len + max_new_tokens ({prompt_len + max_new_tokens}) is longer than the model's "
+                    f"context of {model.config.block_size}")
+data_dir = dataloader.check_dataset(dataset, prompt_len)
 check_vocabulary(tokenizer, dataset, init_from)
-train_tokens = training.open_split(data_dir, 'train')
+train_tokens = dataloader.open_split(data_dir, 'train')
 score = get_reward(label, device)
 
 pairs, drawn = [], 0
@@ -75,8 +75,8 @@ while len(pairs) < n_pairs:
         pairs.append({'prompt': prompt, 'chosen': a, 'rejected': b, 'chosen_score': score_a, 'rejected_score': score_b})
     print(f"{len(pairs)} pairs kept of {drawn} drawn")
     if not pairs and drawn >= 10 * batch_size:
-        raise ValueError(f"none of {drawn} pairs of completions differ by min_margin={min_margin} under '{label}': "
-                         f"lower min_margin")
+        raise UserError(f"none of {drawn} pairs of completions differ by min_margin={min_margin} under '{label}': "
+                        f"lower min_margin")
 pairs = pairs[:n_pairs]
 
 n_val = max(1, int(len(pairs) * val_fraction))

@@ -10,7 +10,7 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root: tokenizer, configurator, data.common
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, as data/__init__.py says
 from configurator import configure
 from data.common import encode_documents, read_or_download, save_dataset, split_documents
 from tokenizer import Tokenizer

@@ -12,8 +12,8 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root: configurator, data.tasks
-from configurator import configure
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, as data/__init__.py says
+from configurator import UserError, configure
 from data.tasks import save_task
 
 length = 6  # digits per list
@@ -23,8 +23,8 @@ out_dir = _HERE
 configure(globals())
 
 if not 1 <= num_digits <= 10 or not 1 <= length <= 12 or num_digits ** length > 10 ** 7:
-    raise ValueError(f"--num_digits={num_digits} must be 1 to 10 and --length={length} 1 to 12, "
-                     f"with num_digits ** length at most 10^7 lists")
+    raise UserError(f"--num_digits={num_digits} must be 1 to 10 and --length={length} 1 to 12, "
+                    f"with num_digits ** length at most 10^7 lists")
 
 lists = [''.join(digits) for digits in itertools.product('0123456789'[:num_digits], repeat=length)]
 save_task(out_dir, 'sort', [(f"{s}=", ''.join(sorted(s))) for s in lists], val_fraction,

@@ -14,8 +14,8 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root: tokenizer, configurator, data.common
-from configurator import configure
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, as data/__init__.py says
+from configurator import UserError, configure
 from data.common import check_out_dir, encode_documents, find_files, read_text, save_dataset, split_documents
 from tokenizer import Tokenizer
 
@@ -27,15 +27,15 @@ errors = 'strict'   # 'strict': stop at bytes that are not UTF-8; 'replace': rea
 configure(globals())
 
 if not input:
-    raise ValueError("give the text to prepare: --input=FILE, FOLDER or GLOB (e.g. --input=mybook.txt)")
+    raise UserError("give the text to prepare: --input=FILE, FOLDER or GLOB (e.g. --input=mybook.txt)")
 if tokenizer not in ('gpt2', 'char'):
-    raise ValueError(f"--tokenizer={tokenizer!r} must be 'gpt2' or 'char'")
+    raise UserError(f"--tokenizer={tokenizer!r} must be 'gpt2' or 'char'")
 
 files = find_files(input, exts=('.txt',))
 docs = [read_text(path, errors) for path in files]
 docs = [doc for doc in docs if doc]  # an empty file is no document
 if not docs:
-    raise ValueError(f"{input}: no text to prepare (all {len(files)} file(s) are empty)")
+    raise UserError(f"{input}: no text to prepare (all {len(files)} file(s) are empty)")
 print(f"{len(docs):,} document(s), {sum(map(len, docs)):,} characters from {input}")
 check_out_dir(out_dir)  # before the tokenizing, which is the slow part
 

@@ -1,0 +1,161 @@
+"""
+The pieces of a training loop that train.py, bench.py, rlhf.py and train_reward.py share, as plain
+functions: the optimizer step with gradient accumulation, the learning-rate schedule, the loss on fixed
+eval batches, the run's log (out_dir/log.jsonl, mirrored to wandb) and stop signals (Ctrl-C, SIGTERM).
+Batches: dataloader.py. Device, precision and the MFU peak: hardware.py. ckpt.pt: checkpoint.py.
+"""
+import json
+import math
+import os
+import signal
+import sys
+from contextlib import nullcontext
+
+import torch
+
+from configurator import UserError
+from dataloader import eval_batch, to_device
+
+
+# -----------------------------------------------------------------------------
+# evaluation
+
+@torch.no_grad()
+def estimate_loss(model, *, data_dir, eval_iters, batch_size, block_size, vocab_size, seed, ctx, device,
+                  rank=0, world_size=1, stopper=None):
+    """Mean loss over eval_iters fixed batches per split; ranks share the batches and all-reduce.
+    The model is evaluated in eval mode and left in the mode it came in. With a GracefulStop (one process
+    only: ranks must all reach the all-reduce), a stop request ends it early and it returns None."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    for split in ('train', 'val'):
+        total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, batches)
+        for k in range(rank, eval_iters, world_size):
+            if stopper is not None and stopper.requested:
+                model.train(was_training)
+                return None
+            x, y = to_device(*eval_batch(data_dir, split, seed, k, batch_size, block_size, vocab_size), device)
+            with ctx:
+                _, loss = model(x, y)
+            total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=device)])
+        if world_size > 1:
+            torch.distributed.all_reduce(total)
+        out[split] = (total[0] / total[1]).item()
+    model.train(was_training)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# optimisation
+
+def get_lr(it, *, learning_rate, warmup_iters, lr_decay_iters, min_lr, decay_lr=True):
+    """Linear warmup for warmup_iters, then cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    if not decay_lr:
+        return learning_rate
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+def train_step(model, optimizer, batches, *, scaler, micro_steps, ctx, grad_clip, lr, ddp=False):
+    """
+    One optimizer step over micro_steps micro-batches from `batches`. Each micro-loss is divided by
+    micro_steps, so the gradients add up to the mean over the step's batch (DDP then averages over
+    ranks); under DDP only the last micro-step all-reduces gradients. Returns this rank's mean loss
+    as a 0-dim tensor (no host sync here: call .item() only when logging).
+    """
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+    total = torch.zeros((), device=next(model.parameters()).device)
+    for micro in range(micro_steps):
+        x, y = next(batches)
+        sync = not ddp or micro == micro_steps - 1
+        with (nullcontext() if sync else model.no_sync()):
+            with ctx:
+                _, loss = model(x, y)
+                loss = loss / micro_steps
+            scaler.scale(loss).backward()
+        total += loss.detach()
+    if grad_clip > 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+# -----------------------------------------------------------------------------
+# the run's log and stop signals
+
+class RunLog:
+    """A run's records, one JSON object per line of `path` (out_dir/log.jsonl), and to wandb when given
+    wandb=(project, run_name, config). keep_before=N starts the file over with only the records of
+    iterations below N: 0 for a new run, iter_num for a resumed one, which replays its iterations from
+    there (so a plot of the log never loops back); None appends to what is there (train.py's eval_only)."""
+
+    def __init__(self, path, keep_before=None, wandb=None):
+        self.path = path
+        if keep_before is not None:
+            kept = []
+            if os.path.exists(path):
+                with open(path) as f:
+                    kept = [line for line in f if line.strip() and json.loads(line).get('iter', -1) < keep_before]
+            with open(path + '.tmp', 'w') as f:
+                f.writelines(kept)
+            os.replace(path + '.tmp', path)
+        self.wandb = init_wandb(*wandb) if wandb else None
+
+    def write(self, record):
+        with open(self.path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+        if self.wandb is not None:
+            self.wandb.log(record)
+
+
+def init_wandb(project, run_name, config):
+    """wandb.init, or a one-line error saying how to get wandb (it is optional, not in requirements.txt)."""
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("wandb_log=True needs wandb: `pip install wandb` (WANDB_MODE=offline logs without an "
+                        "account); every record is also in out_dir/log.jsonl") from None
+    wandb.init(project=project, name=run_name, config=config)
+    return wandb
+
+
+def any_rank(flag, device):
+    """True on every rank when `flag` is True on any of them: an all-reduce, then a wait for its result."""
+    flags = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(flags)
+    return flags.item() > 0
+
+
+class GracefulStop:
+    """The first Ctrl-C or SIGTERM (a scheduler pre-empting the job) sets `signum` instead of killing the
+    process, so a training loop can finish its step (or cut an evaluation short), save, and exit (train.py,
+    rlhf.py): no work is lost. A second one stops at once (SystemExit 130: no traceback, `finally` blocks
+    run); checkpoints are written atomically, so the last one on disk stays whole."""
+
+    def __init__(self):
+        self.signum = None
+        signal.signal(signal.SIGINT, self._request)
+        signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum, frame):
+        if self.signum is not None:
+            print(f"\nstopped at once by a second {signal.Signals(signum).name}; the last checkpoint on disk is "
+                  f"whole", file=sys.stderr, flush=True)
+            raise SystemExit(130)
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after the current step (again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    @property
+    def requested(self):
+        return self.signum is not None
