@@ -64,7 +64,7 @@ def load_hub(name):
                             f"folder> (or set HF_DATASETS_OFFLINE=1 to use one in the Hugging Face cache)") from None
     try:
         ds = datasets.load_dataset(name, num_proc=num_proc)  # nanoGPT: ~54GB in the huggingface cache
-    except Exception as e:
+    except (OSError, datasets.exceptions.DatasetsError) as e:  # the network, the hub, the cache (anything else: a bug)
         raise UserError(f"loading '{name}' from the Hugging Face hub failed ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}); a local copy works too: "
                         f"--dataset=<folder or glob of .txt/.jsonl/.parquet files>") from None
@@ -96,7 +96,7 @@ def load_local(spec):
     try:
         ds = datasets.load_dataset(kind, data_files=files, split='train', num_proc=loaders if loaders > 1 else None,
                                    **options)
-    except Exception as e:
+    except (OSError, ValueError, datasets.exceptions.DatasetsError) as e:  # unreadable files (pyarrow: ValueError)
         if kind != 'parquet':
             find_bad_utf8(files)  # most likely cause: raises the one-line error naming the file and byte offset
         raise UserError(f"could not read {spec} ({_innermost(e)})") from None
