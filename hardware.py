@@ -8,6 +8,7 @@ bf16 instructions on ARM) trains bf16 autocast several times faster than float32
 slower than float32, so 'auto' means float32 there.
 """
 import functools
+import os
 import re
 import sys
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from configurator import UserError
+from configurator import UserError, install_error_hook
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 
@@ -218,3 +219,19 @@ def probe_peak(time_matmul, start_n=128, max_n=2048, call_s=0.01, budget_s=0.25,
     for _ in range(reps):
         best = min(best, time_matmul(n))
     return 2 * n ** 3 / max(best, 1e-12), n, reps + 1
+
+
+def init_distributed(device, backend='auto'):
+    """Under torchrun (RANK set): this process's (rank, local_rank, world_size, device) after joining the process
+    group (backend 'auto': nccl on CUDA, gloo on CPU), each process on its own GPU. Otherwise (0, 0, 1, device).
+    Reinstalls the one-line error hook, which init_process_group replaces with its own."""
+    if int(os.environ.get('RANK', -1)) == -1:
+        return 0, 0, 1, device
+    rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
+    if device.startswith('cuda'):
+        device = f'cuda:{local_rank}'
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group(backend=backend if backend != 'auto' else
+                                         ('nccl' if device.startswith('cuda') else 'gloo'))
+    install_error_hook()
+    return rank, local_rank, world_size, device

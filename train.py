@@ -20,16 +20,17 @@ import sys
 import time
 
 import torch
-from torch.distributed import destroy_process_group, init_process_group
+from torch.distributed import destroy_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import dataloader
 import hardware
 import loop
+from eval_tasks import read_choices, score_choices
 from checkpoint import (check_vocabulary, claim_out_dir, load_model, make_checkpoint, new_model, recorded_tokenizer,
                         save_checkpoint, weights_are_finite)
-from configurator import UserError, configure, install_error_hook, require, require_positive
-from tokenizer import for_dataset
+from configurator import UserError, configure, require, require_positive
+from tokenizer import dataset_dir, for_dataset
 
 # -----------------------------------------------------------------------------
 # default config values: GPT-2 (124M) on OpenWebText
@@ -41,6 +42,8 @@ eval_iters = 200
 eval_only = False  # if True, evaluate once and exit
 always_save_checkpoint = True  # if True, save a checkpoint after every eval, not only when val improves
 init_from = 'scratch'  # 'scratch', 'resume', 'gpt2*', a local Hugging Face GPT-2 directory, or another run's out_dir
+eval_hellaswag = False  # also score HellaSwag (eval_tasks.py's multiple choice) at each eval, into log.jsonl
+hellaswag_file = ''  # '' = data/hellaswag/val.jsonl (python data/hellaswag/prepare.py), or a multiple-choice jsonl
 # wandb logging
 wandb_log = False  # disabled by default
 wandb_project = 'owt'
@@ -92,19 +95,11 @@ require(globals(), 'beta1', 'beta2', 'dropout', at_least=0, below=1)
 # various inits, derived attributes, I/O setup
 ddp = int(os.environ.get('RANK', -1)) != -1  # is this a ddp run?
 hw = hardware.setup(device, dtype)  # dtype 'auto' becomes what this hardware runs fastest and accurately
-device, device_type, dtype, ctx = hw.device, hw.device_type, hw.dtype, hw.ctx
-if ddp:
-    rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
-    if device.startswith('cuda'):
-        device = f'cuda:{local_rank}'
-        torch.cuda.set_device(device)
-    if gradient_accumulation_steps % world_size != 0:
-        raise UserError(f"gradient_accumulation_steps ({gradient_accumulation_steps}) is the global count and "
-                        f"must be divisible by the number of processes ({world_size})")
-    init_process_group(backend=backend if backend != 'auto' else ('nccl' if device.startswith('cuda') else 'gloo'))
-    install_error_hook()  # init_process_group replaced it
-else:
-    rank, local_rank, world_size = 0, 0, 1
+device_type, dtype, ctx = hw.device_type, hw.dtype, hw.ctx
+if ddp and gradient_accumulation_steps % int(os.environ['WORLD_SIZE']) != 0:
+    raise UserError(f"gradient_accumulation_steps ({gradient_accumulation_steps}) is the global count and must be "
+                    f"divisible by the number of processes ({os.environ['WORLD_SIZE']})")
+rank, local_rank, world_size, device = hardware.init_distributed(hw.device, backend)  # one process: 0, 0, 1
 master_process = rank == 0  # this process will do logging, checkpointing etc.
 micro_steps = gradient_accumulation_steps // world_size  # per process, per optimizer step
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
@@ -121,6 +116,9 @@ data_tokenizer = for_dataset(dataset)
 meta_vocab_size = data_tokenizer.vocab_size if data_tokenizer.name == 'char' else None
 if master_process and meta_vocab_size is not None:
     print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, 'meta.pkl')})")
+if eval_hellaswag:  # read and checked now, before any work; scored at each eval
+    hellaswag = read_choices(hellaswag_file or os.path.join(dataset_dir('hellaswag'), 'val.jsonl'), data_tokenizer,
+                             block_size)
 
 # model init
 iter_num = 0
@@ -262,11 +260,20 @@ while True:
             elapsed = time.time() - start_time
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                   f"({elapsed:.1f}s)")
+        scores = {}
+        if eval_hellaswag:  # every rank scores its share of the examples
+            hs = score_choices(raw_model, hellaswag, batch_size=batch_size, ctx=ctx, device=device, rank=rank,
+                               world_size=world_size)
+            scores = {'hellaswag_acc': hs['acc'], 'hellaswag_acc_norm': hs['acc_norm']}
+            if master_process:
+                print(f"step {iter_num}: hellaswag acc_norm {hs['acc_norm']:.4f} on {hs['examples']:,} examples")
+        if master_process:
             median_ms = sorted(step_times)[len(step_times) // 2] if step_times else None
             log.write({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr,
                        'ms_per_iter': median_ms,
                        'tokens_per_s': tokens_per_iter / median_ms * 1e3 if median_ms else None,
-                       'mfu': running_mfu if running_mfu >= 0 else None, 'elapsed_s': elapsed, 'time': time.time()})
+                       'mfu': running_mfu if running_mfu >= 0 else None, 'elapsed_s': elapsed, 'time': time.time(),
+                       **scores})
             if not (math.isfinite(losses['train']) and math.isfinite(losses['val'])):
                 raise diverged(f"the loss became {losses['val']}")
             improved = losses['val'] < best_val_loss

@@ -1,6 +1,7 @@
 """
 Draw train/val loss curves from the log.jsonl of one or more runs (one line per eval, written by
-train.py), for the README. Every figure in assets/ is made by this script from a real run:
+train.py), for the README, and beside them the HellaSwag acc_norm of runs that scored it
+(train.py --eval_hellaswag=True). Every figure in assets/ is made by this script from a real run:
 
 $ python assets/plot_losses.py --logs=out-shakespeare-char-cpu/log.jsonl --out=assets/quickstart_loss.png
 $ python assets/plot_losses.py --logs=out-a/log.jsonl,out-b/log.jsonl --labels=bf16,fp32 --x=elapsed_s
@@ -43,10 +44,15 @@ paths = logs.split(',')
 names = labels.split(',') if labels else [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
 if len(names) != len(paths):
     raise UserError(f"{len(paths)} logs but {len(names)} labels")
-fig, ax = plt.subplots(figsize=(7, 4.2))
-for path, name, color in zip(paths, names, plt.rcParams['axes.prop_cycle'].by_key()['color']):
-    records = read_log(path)
+runs = [read_log(path) for path in paths]
+scored = any('hellaswag_acc_norm' in r for records in runs for r in records)
+fig, axes = plt.subplots(1, 2 if scored else 1, figsize=(12 if scored else 7, 4.2), squeeze=False)
+ax = axes[0, 0]
+for records, name, color in zip(runs, names, plt.rcParams['axes.prop_cycle'].by_key()['color']):
     xs = [r[x] for r in records]
+    points = [(r[x], r['hellaswag_acc_norm']) for r in records if 'hellaswag_acc_norm' in r]
+    if points:
+        axes[0, 1].plot(*zip(*points), '-', color=color, label=name)
     ax.plot(xs, [r['train_loss'] for r in records], '--', color=color, label=f'{name} train')
     ax.plot(xs, [r['val_loss'] for r in records], '-', color=color, label=f'{name} val')
     last = records[-1]
@@ -59,6 +65,12 @@ ax.set_ylabel('loss (nats per token)')
 ax.set_title(title)
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
+if scored:
+    axes[0, 1].set_xlabel(ax.get_xlabel())
+    axes[0, 1].set_ylabel('HellaSwag acc_norm')
+    axes[0, 1].set_title('multiple choice (eval_hellaswag)')
+    axes[0, 1].grid(alpha=0.3)
+    axes[0, 1].legend(fontsize=8)
 fig.tight_layout()
 os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
 fig.savefig(out, dpi=120)

@@ -1,6 +1,6 @@
 # GPT-2 (124M) on OpenWebText on one node of 8 A100 40GB: loss ~2.85 after ~4 days
 # $ torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
-# (prepare first: python data/openwebtext/prepare.py)
+# (prepare first: python data/openwebtext/prepare.py and python data/hellaswag/prepare.py)
 wandb_log = False
 wandb_project = 'owt'
 wandb_run_name = 'gpt2-124M'
@@ -21,3 +21,4 @@ weight_decay = 1e-1
 eval_interval = 1000
 eval_iters = 200
 log_interval = 10
+eval_hellaswag = True  # HellaSwag acc_norm at each eval, in log.jsonl beside the loss (GPT-2 124M: 0.2955)

@@ -6,18 +6,28 @@ What every data/<name>/prepare.py shares. The output format (read by training th
 
 All outputs are written under '<name>.tmp' and renamed into place together at the end, so an
 interrupted prepare never leaves a truncated train.bin that training would silently use.
+
+The corpora too big for memory (openwebtext, fineweb) also share, below, how documents are read (the hub
+or local .txt/.jsonl/.parquet/save_to_disk data), how workers turn them into GPT-2 ids and hand them
+back in order, and the one-line errors of both. What differs stays in their prepare.py: where the
+end-of-text token goes and how the val split is chosen.
 """
 import codecs
+import collections
 import contextlib
 import glob
 import json
+import multiprocessing
 import os
 import pickle
+import socket
+import urllib.parse
 import urllib.request
 
 import numpy as np
 
 from configurator import UserError
+from tokenizer import get_gpt2_encoding
 
 UINT16_VOCAB_LIMIT = 2 ** 16  # a vocabulary must have fewer tokens than this (the repo's bound for uint16 .bin files)
 ERRORS = ('strict', 'replace', 'ignore')  # choices for --errors: what to do with bytes that are not UTF-8
@@ -215,8 +225,10 @@ def atomic_outputs(out_dir, names):
     """Yield {name: binary file open on out_dir/<name>.tmp}. When the block ends normally the files are
     fsynced and renamed over out_dir/<name>, all together; if it raises (or is interrupted) the .tmp
     files are deleted and existing outputs stay as they were. A stale .tmp from a killed run is
-    overwritten, so re-running is always safe."""
+    overwritten, so re-running is always safe. An out_dir it had to create is removed again on failure
+    (when empty): a failed prepare leaves nothing behind."""
     check_out_dir(out_dir)
+    created = not os.path.exists(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     paths = {name: os.path.join(out_dir, name) for name in names}
     files = {}
@@ -237,6 +249,9 @@ def atomic_outputs(out_dir, names):
         for path in paths.values():
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path + '.tmp')
+        if created:
+            with contextlib.suppress(OSError):  # not empty: someone else writes there too; leave it
+                os.rmdir(out_dir)
         raise
 
 
@@ -265,3 +280,155 @@ def save_dataset(out_dir, train_ids, val_ids, meta=None):
         print(f"removed {stale_meta} from an earlier character-level run")
     print(f"train.bin has {n_train:,} tokens, val.bin has {n_val:,} tokens -> {out_dir}")
     return n_train, n_val
+
+
+# -----------------------------------------------------------------------------
+# large corpora (openwebtext, fineweb): documents from the hub or local files, GPT-2 ids from worker processes
+
+LOCAL_KINDS = {'.txt': 'text', '.jsonl': 'json', '.json': 'json', '.parquet': 'parquet'}  # -> datasets' loader
+LOCAL_DATASET = '--dataset=<folder or glob of .txt/.jsonl/.parquet files, or a save_to_disk folder>'
+
+
+def is_local(spec):
+    """True when --dataset names local data rather than a Hugging Face hub dataset."""
+    return (os.path.exists(os.path.expanduser(spec)) or glob.has_magic(spec) or spec.startswith(('.', '/', '~'))
+            or spec.endswith(tuple(LOCAL_KINDS)))
+
+
+def hub_offline():
+    """True when the environment tells Hugging Face to stay offline (it then reads only its cache)."""
+    return any(os.environ.get(v, '').upper() in ('1', 'ON', 'YES', 'TRUE')
+               for v in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'))
+
+
+def probe_hub(doing, also=''):
+    """A UserError 'cannot reach <host> to <doing> (...); offline, prepare a local copy instead: --dataset=...'
+    (+ also) when the hub does not answer: without the network this fails in a second rather than after
+    huggingface_hub's retries (half a minute)."""
+    url = urllib.parse.urlparse(os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=10).close()
+    except OSError as e:
+        raise UserError(f"cannot reach {url.hostname} to {doing} ({e}); offline, prepare a local copy "
+                        f"instead: {LOCAL_DATASET}{also}") from None
+
+
+def hub_error(path, doing, e):
+    """The one-line error for a failure of the network, the hub or the cache while `doing` `path`."""
+    return UserError(f"{doing} '{path}' from the Hugging Face hub failed ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''}); a local copy works too: {LOCAL_DATASET}")
+
+
+def load_hub(path, **kwargs):
+    """datasets.load_dataset(path, **kwargs), with hub_error for what the network, the hub or the cache
+    raise (anything else is a bug, and keeps its traceback)."""
+    import datasets
+    try:
+        return datasets.load_dataset(path, **kwargs)
+    except (OSError, datasets.exceptions.DatasetsError) as e:
+        raise hub_error(path, 'loading', e) from None
+    except RuntimeError as e:  # datasets >= 4 runs no loading scripts: nanoGPT #633, for openwebtext's
+        if 'Dataset scripts are no longer supported' not in str(e):
+            raise
+        raise UserError(f"'{path}' on the Hugging Face hub is a loading script, which datasets "
+                        f"{datasets.__version__} no longer runs (none since 4.0): prepare it from local files, "
+                        f"{LOCAL_DATASET} (for example the Parquet conversion in the hub repo's refs/convert/parquet "
+                        f"branch), or install a datasets that still runs scripts, `pip install 'datasets<4'`") from None
+
+
+def load_local(spec, errors='strict', num_proc=1, streaming=False):
+    """(documents, the files read) from local data: a folder written by save_to_disk (its 'train' split),
+    or a file, folder or glob of one of LOCAL_KINDS in sorted path order (a .txt file is one document,
+    .jsonl / .parquet rows are documents in their 'text' column). streaming=True reads the files only as
+    the documents are consumed, with no Arrow copy in the Hugging Face cache; reading errors then come up
+    while iterating (turn them into one line with read_error)."""
+    import datasets
+    path = os.path.expanduser(spec)
+    if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in ('state.json', 'dataset_dict.json')):
+        ds = datasets.load_from_disk(path)
+        if isinstance(ds, datasets.DatasetDict):
+            if 'train' not in ds:
+                raise UserError(f"{spec} has splits {list(ds)} but no 'train' split to prepare")
+            ds = ds['train']
+        return ds, []
+    files = find_files(spec, exts=tuple(LOCAL_KINDS))
+    kinds = {LOCAL_KINDS.get(os.path.splitext(f)[1]) for f in files}
+    if None in kinds or len(kinds) > 1:
+        raise UserError(f"{spec} gives {len(files)} files of types {sorted({os.path.splitext(f)[1] for f in files})}; "
+                        f"use one type at a time: .txt (a document per file), .jsonl or .parquet (a 'text' column)")
+    kind = kinds.pop()
+    options = {'text': {'sample_by': 'document', 'encoding_errors': errors},
+               # the json loader hands the bytes to pyarrow unchecked when the encoding is spelled 'utf-8';
+               # any other spelling makes it decode them in Python first, honouring errors
+               'json': {'encoding': 'utf_8', 'encoding_errors': errors},
+               'parquet': {}}[kind]
+    loaders = min(num_proc, len(files))
+    if streaming:
+        options['streaming'] = True
+    elif loaders > 1:
+        options['num_proc'] = loaders
+    try:
+        ds = datasets.load_dataset(kind, data_files=files, split='train', **options)
+    except (OSError, ValueError, datasets.exceptions.DatasetsError) as e:  # unreadable files (pyarrow: ValueError)
+        raise read_error(spec, files, e) from None
+    return ds, files
+
+
+def read_error(spec, files, e):
+    """The one-line error for local files that datasets could not read (e: an OSError, a ValueError such as
+    pyarrow's errors and UnicodeDecodeError, or a DatasetsError). Text that is not UTF-8, the likeliest
+    cause, is named by file and byte offset."""
+    find_bad_utf8([f for f in files if not f.endswith('.parquet')])  # raises if it finds such text
+    return UserError(f"could not read {spec} ({_innermost(e)})")
+
+
+def find_bad_utf8(files):
+    for f in files:
+        check_utf8(f)
+
+
+def _innermost(e):
+    """'Type: message' of the root cause of e (through datasets' wrappers and worker tracebacks)."""
+    while (e.__cause__ or e.__context__) is not None:
+        e = e.__cause__ or e.__context__
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return lines[-1].strip() if type(e).__name__ == 'RemoteTraceback' and lines else f"{type(e).__name__}: {e}"
+
+
+def gpt2_ids(texts, eot_before=False):
+    """One uint16 array: every text's GPT-2 encode_ordinary ids with the end-of-text token 50256 after it
+    (nanoGPT's openwebtext) or before it (build-nanogpt's fineweb). A None text is an empty document. The
+    encoding is built once per process; forked workers inherit the parent's."""
+    enc = get_gpt2_encoding()
+    ids = []
+    for text in texts:
+        if eot_before:
+            ids.append(enc.eot_token)
+        ids.extend(enc.encode_ordinary(text or ''))
+        if not eot_before:
+            ids.append(enc.eot_token)
+    return np.array(ids, dtype=np.uint16)
+
+
+def in_workers(work, tasks, num_proc, initializer=None, initargs=()):
+    """Yield work(task) for every task, in order, computed by num_proc worker processes (in this one when
+    num_proc is 1). Tasks go out as results come back, at most two per worker ahead: Pool.imap would read
+    `tasks`, which may be a stream of the whole corpus, into memory as fast as it can. Use it under
+    contextlib.closing, so that the workers stop however the loop over it ends."""
+    if num_proc == 1:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(work, tasks)
+        return
+    pool = multiprocessing.Pool(num_proc, initializer, initargs)
+    try:
+        pending = collections.deque()
+        for task in tasks:
+            pending.append(pool.apply_async(work, (task,)))
+            if len(pending) >= 2 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+    finally:
+        pool.terminate()  # all results are in (or we are failing): stop the workers now
+        pool.join()

@@ -14,8 +14,10 @@ The evaluator reads the problems back from these files, so it scores exactly the
 trained on (train.bin) and held out (val.bin).
 """
 import hashlib
+import json
 import os
 import pickle
+import random
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -144,10 +146,34 @@ def greedy_completer(model, tok, device):
     return complete
 
 
-def evaluate(task, out_dir, describe, max_problems, batch_size, show, device, dtype):
+def write_choices(problems, path, seed=0):
+    """Write (question, answer) problems as a 4-way multiple-choice jsonl: the context is a line end and the
+    question (how the model saw questions in training, after the previous line), the endings the right answer
+    and the answers of three other problems (different from it and from each other), each with its line end,
+    the right one at a random place. Wrong and right endings then come from the same distribution of answers,
+    so a model that ignores the question (say, one that likes some answers better) is right 1 time in 4."""
+    if len({a for _, a in problems}) < 4:
+        raise UserError(f"{len(problems)} problems with fewer than 4 different answers cannot make 4-way choices")
+    rng = random.Random(seed)
+    with open(path, 'w') as f:
+        for q, a in problems:
+            endings = []
+            while len(endings) < 3:
+                b = rng.choice(problems)[1]
+                if b != a and b not in endings:
+                    endings.append(b)
+            label = rng.randrange(4)
+            endings.insert(label, a)
+            f.write(json.dumps({'context': LINE_END + q, 'endings': [e + LINE_END for e in endings],
+                                'label': label}) + '\n')
+    return path
+
+
+def evaluate(task, out_dir, describe, max_problems, batch_size, show, device, dtype, choices=''):
     """The evaluators' body: load out_dir/ckpt.pt, complete the problems of its dataset's train and val
     splits (the first max_problems of each) and print exact-match accuracy with a few wrong answers,
-    described by describe(question, answer, got). Returns {'train': accuracy, 'held-out': accuracy}."""
+    described by describe(question, answer, got); with choices, also write the held-out problems there as a
+    multiple-choice file for eval_tasks.py (write_choices). Returns {'train': accuracy, 'held-out': accuracy}."""
     if batch_size < 1 or show < 0:
         raise UserError(f"batch_size must be at least 1 and show at least 0, got {batch_size} and {show}")
     model, checkpoint = load_model('resume', out_dir)
@@ -172,4 +198,8 @@ def evaluate(task, out_dir, describe, max_problems, batch_size, show, device, dt
         print(f"{name}: {correct:,}/{len(scored):,} exact = {100 * accuracy[name]:.2f}%{subset}")
         for q, a, got in wrong[:show]:
             print(f"  wrong: {describe(q, a, got)}")
+    if choices:
+        write_choices(problems, choices)  # the held-out split, read last
+        print(f"wrote the {len(problems):,} held-out problems as 4-way multiple choice to {choices}: "
+              f"python eval_tasks.py --out_dir={out_dir} --task={choices}")
     return accuracy

@@ -57,11 +57,52 @@ def shakespeare_char():
     return 'shakespeare_char'
 
 
+def once_per_run(tmp_path_factory, name, make):
+    """make(folder) in a fresh folder, once per test run: under `pytest -n 2` the workers share one folder of
+    the run's temporary root, the first one makes it while the others wait on a lock (pytest-xdist's pattern)."""
+    if 'PYTEST_XDIST_WORKER' not in os.environ:
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    folder = tmp_path_factory.getbasetemp().parent / name  # the run's root: shared by its workers, new each run
+    with open(f'{folder}.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / 'done').exists():
+            folder.mkdir(exist_ok=True)
+            make(folder)
+            (folder / 'done').touch()
+    return folder
+
+
 @pytest.fixture(scope='session')
 def quickstart_run(shakespeare_char, tmp_path_factory):
     """The README's first command, shortened: prepare (the fixture above), then the CPU quickstart config
     for a few hundred steps into a temporary out_dir; returns that out_dir."""
-    out = tmp_path_factory.mktemp('quickstart')
-    run_script('train.py', 'config/train_shakespeare_char_cpu.py', f'--out_dir={out}', '--max_iters=300',
-               '--lr_decay_iters=300', '--eval_interval=150', '--eval_iters=10')
-    return out
+    def make(out):
+        run_script('train.py', 'config/train_shakespeare_char_cpu.py', f'--out_dir={out}', '--max_iters=300',
+                   '--lr_decay_iters=300', '--eval_interval=150', '--eval_iters=10')
+    return once_per_run(tmp_path_factory, 'quickstart', make)
+
+
+@pytest.fixture(scope='session')
+def sort_run(tmp_path_factory):
+    """minGPT's sort task prepared, its held-out problems as a multiple-choice file, and a tiny model trained on
+    it through train.py, which scores that file at each eval (--eval_hellaswag). Returns (data dir, out_dir,
+    held-out problems, the multiple-choice file)."""
+    from data.tasks import read_problems, write_choices
+    from tokenizer import Tokenizer
+
+    def make(root):
+        data = root / 'data'
+        run_script('data/sort/prepare.py', f'--out_dir={data}')
+        held_out = read_problems(str(data), 'val', Tokenizer.from_meta(data / 'meta.pkl'))
+        choices = write_choices(held_out, root / 'choices.jsonl')
+        run_script('train.py', f'--dataset={data}', f'--out_dir={root / "out"}', '--device=cpu', '--compile=False',
+                   '--dtype=float32', '--n_layer=2', '--n_head=4', '--n_embd=64', '--block_size=16', '--batch_size=32',
+                   '--gradient_accumulation_steps=1', '--max_iters=400', '--lr_decay_iters=400', '--warmup_iters=20',
+                   '--learning_rate=3e-3', '--eval_interval=400', '--eval_iters=2', '--log_interval=100',
+                   '--eval_hellaswag=True', f'--hellaswag_file={choices}')
+    root = once_per_run(tmp_path_factory, 'sort', make)
+    data = root / 'data'
+    held_out = read_problems(str(data), 'val', Tokenizer.from_meta(data / 'meta.pkl'))
+    return data, root / 'out', held_out, root / 'choices.jsonl'

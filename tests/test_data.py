@@ -332,7 +332,27 @@ def test_openwebtext_bad_inputs(offline_env, tmp_path):
 
 def test_openwebtext_hub_offline_is_one_quick_line(offline_env, tmp_path):
     # no network: an endpoint that refuses connections stands in for it
-    env = {k: v for k, v in offline_env.items() if k not in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE')}
+    # (set to 0, not dropped: the test process's own environment, which scripts inherit, has them at 1)
+    env = {**offline_env, 'HF_HUB_OFFLINE': '0', 'HF_DATASETS_OFFLINE': '0'}
     result = run(env, 'openwebtext', f'--out_dir={tmp_path}', extra_env={'HF_ENDPOINT': 'http://127.0.0.1:9'})
+    assert 'cannot reach 127.0.0.1' in result.stderr  # the quick probe answered, not datasets' retries
     assert_one_line_error(result, "'openwebtext'", '--dataset=<folder or glob')
     assert_one_line_error(run(offline_env, 'openwebtext', f'--out_dir={tmp_path}'), "'openwebtext'", '--dataset=<folder or glob')
+
+
+def test_a_hub_loading_script_is_one_line_with_the_way_out(monkeypatch):
+    # datasets >= 4 refuses loading scripts, as the hub's openwebtext long was (nanoGPT #633); any other
+    # RuntimeError inside datasets is a bug somewhere and keeps its traceback
+    import datasets
+
+    def refuse(path, **kwargs):
+        raise RuntimeError(f"Dataset scripts are no longer supported, but found {path}.py")
+    monkeypatch.setattr(datasets, 'load_dataset', refuse)
+    with pytest.raises(UserError, match=r"'openwebtext' on the Hugging Face hub is a loading script.*datasets<4"):
+        common.load_hub('openwebtext', num_proc=1)
+
+    def crash(path, **kwargs):
+        raise RuntimeError("something else")
+    monkeypatch.setattr(datasets, 'load_dataset', crash)
+    with pytest.raises(RuntimeError, match='something else'):
+        common.load_hub('openwebtext')

@@ -1,6 +1,7 @@
 """The algorithmic tasks (data/adder, data/sort, data/tasks.py): what prepare writes and how it splits,
 exact-match scoring of oracles, and a tiny model trained through train.py that sorts far better than chance."""
 import itertools
+import json
 import os
 import re
 from collections import Counter
@@ -107,15 +108,13 @@ def test_exact_match_scores_oracle_100_and_corrupted_below(tmp_path):
     assert all(got != answer for _, answer, got in wrong)
 
 
-def test_tiny_run_sorts_better_than_chance(tmp_path):
-    data = tmp_path / 'sort'
-    _, held_out = prepare('sort', data)
-    out = tmp_path / 'out'
-    run_script('train.py', f'--dataset={data}', f'--out_dir={out}', '--device=cpu', '--compile=False',
-               '--dtype=float32', '--n_layer=2', '--n_head=4', '--n_embd=64', '--block_size=16', '--batch_size=32',
-               '--gradient_accumulation_steps=1', '--max_iters=400', '--lr_decay_iters=400', '--warmup_iters=20',
-               '--learning_rate=3e-3', '--eval_interval=400', '--eval_iters=2', '--log_interval=100')
-    proc = run_script('data/sort/evaluate.py', f'--out_dir={out}')
+def test_tiny_run_sorts_better_than_chance(sort_run, tmp_path):
+    _, out, held_out, _ = sort_run  # a tiny model trained on sort through train.py (conftest)
+    proc = run_script('data/sort/evaluate.py', f'--out_dir={out}', f'--choices={tmp_path / "choices.jsonl"}')
+    # --choices wrote the held-out problems as 4-way multiple choice (for eval_tasks.py): right answer at label
+    choices = [json.loads(line) for line in open(tmp_path / 'choices.jsonl')]
+    assert [(c['context'], c['endings'][c['label']]) for c in choices] == [('\n' + q, a + '\n') for q, a in held_out]
+    assert all(len(set(c['endings'])) == 4 for c in choices)
     scores = dict(re.findall(r'^(train|held-out): [\d,]+/[\d,]+ exact = ([\d.]+)%', proc.stdout, re.M))
     # Chance: a model that ignores the list can at best always write the most common sorted form,
     # right on that form's share of the held-out lists (001122-like lists: 90 of 729 overall, ~12%).

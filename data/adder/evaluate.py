@@ -18,6 +18,7 @@ batch_size = 1000  # problems completed together
 show = 5  # wrong answers to print per split
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'mps'
 dtype = 'float32'  # 'float32', 'bfloat16', 'float16' or 'auto' (bf16 on CPU): these models are tiny, keep full precision
+choices = ''  # also write the held-out problems here as 4-way multiple choice, for eval_tasks.py
 configure(globals())
 
 
@@ -26,4 +27,4 @@ def describe(question, answer, got):
     return f"{question}{answer[::-1]}, model says {got[::-1] or '(nothing)'}"
 
 
-evaluate('adder', out_dir, describe, max_problems, batch_size, show, device, dtype)
+evaluate('adder', out_dir, describe, max_problems, batch_size, show, device, dtype, choices=choices)

@@ -13,14 +13,13 @@ The pipeline streams: each split is cut into contiguous shards of documents, --n
 processes tokenize whole shards and hand back one uint16 array each, and the parent appends them,
 in order, to train.bin.tmp / val.bin.tmp; the two files are renamed into place only at the end.
 Memory holds a few shards, never the corpus. (nanoGPT: ~9B train tokens, 17GB train.bin.)
+The reading, the tokenizing workers and the writing live in data/common.py, shared with
+data/fineweb/prepare.py; what is nanoGPT's (the split, eot after each document) is here.
 """
-import glob
-import multiprocessing
+import contextlib
 import os
-import socket
 import sys
 import time
-import urllib.parse
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, as data/__init__.py says
@@ -28,7 +27,8 @@ import numpy as np
 from tqdm import tqdm
 
 from configurator import UserError, configure
-from data.common import atomic_outputs, check_errors, check_out_dir, check_utf8, find_files, write_ids
+from data.common import (atomic_outputs, check_errors, check_out_dir, find_bad_utf8, gpt2_ids,
+                         hub_offline, in_workers, is_local, load_hub, load_local, probe_hub, write_ids)
 from tokenizer import get_gpt2_encoding
 
 dataset = 'openwebtext'  # hub name, or a local folder / glob of .txt, .jsonl, .parquet, or a save_to_disk folder
@@ -39,81 +39,24 @@ seed = 2357              # the shuffle before the split
 shards = 1024            # each split is tokenized and written in at most this many pieces (as nanoGPT) ...
 shard_size = 2 ** 20     # ... of at least this many bytes of text: a piece must be worth a hop to a worker
 errors = 'strict'        # local .txt / .jsonl that are not UTF-8: 'replace' reads bad bytes as U+FFFD
-_LOCAL_KINDS = {'.txt': 'text', '.jsonl': 'json', '.json': 'json', '.parquet': 'parquet'}
 
 
 # -----------------------------------------------------------------------------
-# documents in
+# documents in (how: data/common.py; here, nanoGPT's split)
 
-def is_local(spec):
-    return (os.path.exists(os.path.expanduser(spec)) or glob.has_magic(spec) or spec.startswith(('.', '/', '~'))
-            or spec.endswith(tuple(_LOCAL_KINDS)))
+def load_train(name):
+    """The hub dataset's train split, downloaded whole into the Hugging Face cache."""
+    if not hub_offline():  # offline, datasets reads its cache: nothing to probe
+        probe_hub(f"download '{name}'", " (or set HF_DATASETS_OFFLINE=1 to use one in the Hugging Face cache)")
+    return load_hub(name, num_proc=num_proc, **script_options())['train']  # nanoGPT: ~54GB in the huggingface cache
 
 
-def load_hub(name):
+def script_options():
+    """What load_dataset needs to run a dataset's loading script, as the hub's openwebtext long was: datasets
+    2.16 to 3.x run one only with trust_remote_code=True; 4.0 and later run none (load_hub says what to do)."""
     import datasets
-    offline = any(os.environ.get(v, '').upper() in ('1', 'ON', 'YES', 'TRUE') for v in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'))
-    if not offline:
-        # fail in a second rather than after huggingface_hub's retries (half a minute) when there is no network
-        url = urllib.parse.urlparse(os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
-        try:
-            socket.create_connection((url.hostname, url.port or 443), timeout=10).close()
-        except OSError as e:
-            raise UserError(f"cannot reach {url.hostname} to download '{name}' ({e}); offline, prepare a local copy "
-                            f"instead: --dataset=<folder or glob of .txt/.jsonl/.parquet files, or a save_to_disk "
-                            f"folder> (or set HF_DATASETS_OFFLINE=1 to use one in the Hugging Face cache)") from None
-    try:
-        ds = datasets.load_dataset(name, num_proc=num_proc)  # nanoGPT: ~54GB in the huggingface cache
-    except (OSError, datasets.exceptions.DatasetsError) as e:  # the network, the hub, the cache (anything else: a bug)
-        raise UserError(f"loading '{name}' from the Hugging Face hub failed ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}); a local copy works too: "
-                        f"--dataset=<folder or glob of .txt/.jsonl/.parquet files>") from None
-    return ds['train']
-
-
-def load_local(spec):
-    import datasets
-    path = os.path.expanduser(spec)
-    if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in ('state.json', 'dataset_dict.json')):
-        ds = datasets.load_from_disk(path)
-        if isinstance(ds, datasets.DatasetDict):
-            if 'train' not in ds:
-                raise UserError(f"{spec} has splits {list(ds)} but no 'train' split to prepare")
-            ds = ds['train']
-        return ds, []
-    files = find_files(spec, exts=tuple(_LOCAL_KINDS))
-    kinds = {_LOCAL_KINDS.get(os.path.splitext(f)[1]) for f in files}
-    if None in kinds or len(kinds) > 1:
-        raise UserError(f"{spec} gives {len(files)} files of types {sorted({os.path.splitext(f)[1] for f in files})}; "
-                        f"use one type at a time: .txt (a document per file), .jsonl or .parquet (a 'text' column)")
-    kind = kinds.pop()
-    options = {'text': {'sample_by': 'document', 'encoding_errors': errors},
-               # the json loader hands the bytes to pyarrow unchecked when the encoding is spelled 'utf-8';
-               # any other spelling makes it decode them in Python first, honouring errors
-               'json': {'encoding': 'utf_8', 'encoding_errors': errors},
-               'parquet': {}}[kind]
-    loaders = min(num_proc, len(files))
-    try:
-        ds = datasets.load_dataset(kind, data_files=files, split='train', num_proc=loaders if loaders > 1 else None,
-                                   **options)
-    except (OSError, ValueError, datasets.exceptions.DatasetsError) as e:  # unreadable files (pyarrow: ValueError)
-        if kind != 'parquet':
-            find_bad_utf8(files)  # most likely cause: raises the one-line error naming the file and byte offset
-        raise UserError(f"could not read {spec} ({_innermost(e)})") from None
-    return ds, files
-
-
-def find_bad_utf8(files):
-    for f in files:
-        check_utf8(f)
-
-
-def _innermost(e):
-    """'Type: message' of the root cause of e (through datasets' wrappers and worker tracebacks)."""
-    while (e.__cause__ or e.__context__) is not None:
-        e = e.__cause__ or e.__context__
-    lines = [line for line in str(e).splitlines() if line.strip()]
-    return lines[-1].strip() if type(e).__name__ == 'RemoteTraceback' and lines else f"{type(e).__name__}: {e}"
+    version = tuple(int(part) for part in datasets.__version__.split('.')[:2])
+    return {'trust_remote_code': True} if (2, 16) <= version < (4, 0) else {}
 
 
 def split_rows(n):
@@ -132,7 +75,7 @@ def load_splits():
     the local files read, if any)."""
     if not 0 < test_size < 1:
         raise UserError(f"--test_size={test_size} must be between 0 and 1 (exclusive)")
-    ds, files = load_local(dataset) if is_local(dataset) else (load_hub(dataset), [])
+    ds, files = load_local(dataset, errors, num_proc) if is_local(dataset) else (load_train(dataset), [])
     if 'text' not in ds.column_names:
         raise UserError(f"{dataset} has no 'text' column (columns: {', '.join(ds.column_names)})")
     if getattr(ds.features['text'], 'dtype', None) not in ('string', 'large_string'):
@@ -145,23 +88,19 @@ def load_splits():
 # -----------------------------------------------------------------------------
 # tokens out: workers tokenize whole shards; the parent only appends arrays to the files
 
-_worker = {}  # per process, set once by _init_worker: the documents, the split rows, the encoding
+_worker = {}  # per process, set once by _init_worker: the documents and the split rows
 
 
 def _init_worker(docs, splits):
-    _worker.update(docs=docs, splits=splits, enc=get_gpt2_encoding())  # under fork all three come ready-made
+    _worker.update(docs=docs, splits=splits)  # under fork both come ready-made
 
 
 def tokenize_shard(task):
     """(split, start, stop) -> (split, uint16 array): the documents at positions start..stop-1 of the
     split's shuffled order, each encode_ordinary(text) + [eot], concatenated."""
     split, start, stop = task
-    enc, rows = _worker['enc'], _worker['splits'][split][start:stop]
-    ids = []
-    for text in _worker['docs'][rows]['text']:
-        ids.extend(enc.encode_ordinary(text or ''))  # a null text is an empty document
-        ids.append(enc.eot_token)
-    return split, np.array(ids, dtype=np.uint16)
+    rows = _worker['splits'][split][start:stop]
+    return split, gpt2_ids(_worker['docs'][rows]['text'])
 
 
 def shard_bounds(n, k):
@@ -190,18 +129,10 @@ def write_splits(docs, splits):
     print(f"{len(tasks):,} shards: " + ', '.join(f"{sum(t[0] == name for t in tasks):,} {name}" for name in splits))
     counts = dict.fromkeys(splits, 0)
     t0 = time.time()
-    with atomic_outputs(out_dir, [f'{name}.bin' for name in splits]) as files:
-        pool = multiprocessing.Pool(num_proc, _init_worker, (docs, splits)) if num_proc > 1 else None
-        try:
-            if pool is None:
-                _init_worker(docs, splits)
-            results = pool.imap(tokenize_shard, tasks) if pool else map(tokenize_shard, tasks)
-            for name, arr in tqdm(results, total=len(tasks), unit='shard', desc=f'tokenizing ({num_proc} proc)'):
-                counts[name] += write_ids(files[f'{name}.bin'], arr)
-        finally:
-            if pool is not None:
-                pool.terminate()  # all results are in (or we are failing): stop the workers now
-                pool.join()
+    with atomic_outputs(out_dir, [f'{name}.bin' for name in splits]) as files, \
+            contextlib.closing(in_workers(tokenize_shard, tasks, num_proc, _init_worker, (docs, splits))) as results:
+        for name, arr in tqdm(results, total=len(tasks), unit='shard', desc=f'tokenizing ({num_proc} proc)'):
+            counts[name] += write_ids(files[f'{name}.bin'], arr)
     dt = time.time() - t0
     for name, n in counts.items():
         print(f"{name}.bin has {n:,} tokens ({len(splits[name]):,} documents)")
