@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,6 +52,7 @@ weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.99
 grad_clip = 1.0
+activation_checkpointing = False  # recompute each block in the backward, as train.py --activation_checkpointing
 # timing
 warmup_steps = 10  # untimed steps first: allocator, caches, torch.compile
 num_steps = 50  # timed steps; the median is reported
@@ -100,6 +102,16 @@ def profiled(name, fn, device_type):
     print(f"wrote the {name} trace to {path}")
 
 
+def peak_memory(device_type):
+    """(bytes, what they are): on CUDA the most the allocator held for tensors since the last reset; elsewhere
+    the process's peak resident set size (all of it: torch itself, the data, every tensor), which is what the
+    machine has to have."""
+    if device_type == 'cuda':
+        return torch.cuda.max_memory_allocated(), 'torch.cuda.max_memory_allocated'
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak * (1 if sys.platform == 'darwin' else 1024), "the process's peak RSS"
+
+
 def synthetic_batches(device):
     """One fixed random (x, y) batch, forever: times the model alone, without data loading."""
     gen = torch.Generator().manual_seed(seed)
@@ -108,7 +120,9 @@ def synthetic_batches(device):
 
 
 def bench_train(model, peak, ctx, device, device_type):
-    """Time loop.train_step for warmup_steps + num_steps; print ms/iter, tokens/s and MFU."""
+    """Time loop.train_step for warmup_steps + num_steps; print ms/iter, tokens/s, MFU and peak memory."""
+    if device_type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
     optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
     step_model = torch.compile(model) if compile else model
@@ -140,6 +154,8 @@ def bench_train(model, peak, ctx, device, device_type):
           f"min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f})")
     print(f"train: {tokens_per_iter / dt:,.0f} tokens/s ({tokens_per_iter:,} tokens/iter)")
     print(f"train: MFU {mfu * 100:.2f}% ({mfu * peak / 1e9:.1f} of {peak / 1e9:.1f} GFLOP/s)")
+    memory, what = peak_memory(device_type)
+    print(f"train: peak memory {memory / 2**20:,.0f} MiB ({what}; activation_checkpointing={activation_checkpointing})")
     if profile:
         profiled('train', lambda: [step() for _ in range(5)], device_type)
 
@@ -301,6 +317,7 @@ if __name__ == '__main__':
     torch.manual_seed(seed)
     model = new_model(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                       dropout=dropout, bias=bias).to(device)
+    model.activation_checkpointing = activation_checkpointing
     print(f"{device}, {dtype}, compile={compile}, {'real' if real_data else 'synthetic'} data, "
           f"{model.get_num_params() / 1e6:.2f}M params, {torch.get_num_threads()} threads; {load_note()}")
     if mode in ('train', 'all'):

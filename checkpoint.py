@@ -3,8 +3,8 @@ ckpt.pt: building it, writing it atomically, reading it safely, and building a m
 
 A checkpoint is a dict of plain tensors and Python values with nanoGPT's keys (model, optimizer,
 model_args, iter_num, best_val_loss, config) plus the tokenizer it was trained with and what an exact
-resume needs (rng, scaler), so torch.load(weights_only=True) reads it and nanoGPT's own checkpoints load
-here unchanged. A GPT with a scalar head (ppo.ScalarHeadGPT: rlhf.py's value head, train_reward.py's
+resume needs (the GradScaler's state; dropout needs no RNG state, train.py reseeds it from (seed, rank,
+step)), so torch.load(weights_only=True) reads it and nanoGPT's own checkpoints load here unchanged. A GPT with a scalar head (ppo.ScalarHeadGPT: rlhf.py's value head, train_reward.py's
 reward head) keeps 'model' a plain GPT and saves the head under 'scalar_head', its use under
 'scalar_head_role' ('value' or 'reward').
 

@@ -11,10 +11,13 @@ import signal
 import sys
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 
 from configurator import UserError
 from dataloader import eval_batch, to_device
+
+DROPOUT_STREAM = 0xD80_0A7  # keeps the dropout seeds apart from the batches' (dataloader.py)
 
 
 # -----------------------------------------------------------------------------
@@ -60,6 +63,13 @@ def get_lr(it, *, learning_rate, warmup_iters, lr_decay_iters, min_lr, decay_lr=
     ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
     return min_lr + coeff * (learning_rate - min_lr)
+
+
+def seed_step(seed, rank, step):
+    """Reseed torch's generators (CPU and CUDA: dropout) from (seed, rank, step) before a training step: every
+    rank draws its own masks, and a resumed run draws exactly those an uninterrupted one would, for any number
+    of processes, with no RNG state to carry in the checkpoint."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, DROPOUT_STREAM, rank, step]).generate_state(1, np.uint64)[0]))
 
 
 def train_step(model, optimizer, batches, *, scaler, micro_steps, ctx, grad_clip, lr, ddp=False):

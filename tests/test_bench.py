@@ -120,3 +120,15 @@ def test_parse_run_reads_nanogpts_output():
     run = bench.parse_run(lines, 1.8857)
     assert run['first_step_s'] == 2.0 and run['crossing'] == {'iter': 250, 'val_loss': 1.88, 'wall_s': 3.0}
     assert run['ms_per_iter'] == 41.0  # iters 5..11 took 42, 40, 41, 42, 40, 41, 42 ms
+
+
+def test_activation_checkpointing_lowers_peak_memory():
+    # 8 blocks of (32 x 256 x 128) activations: hundreds of MiB kept for the backward, against one block's worth
+    args = ['bench.py', '--mode=train', '--device=cpu', '--dtype=float32', '--n_layer=8', '--n_head=4',
+            '--n_embd=128', '--block_size=256', '--batch_size=32', '--warmup_steps=1', '--num_steps=1',
+            '--peak_matmul_size=256', '--peak_repeats=1']
+    plain = run_script(*args, env=ONE_THREAD).stdout
+    checkpointed = run_script(*args, '--activation_checkpointing=True', env=ONE_THREAD).stdout
+    memory = lambda out: figure(r"train: peak memory ([\d,]+) MiB \(the process's peak RSS", out)
+    assert 'activation_checkpointing=True' in checkpointed
+    assert memory(checkpointed) < memory(plain), (memory(checkpointed), memory(plain))

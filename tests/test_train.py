@@ -47,7 +47,7 @@ def test_tiny_model_learns_shakespeare(shakespeare_char, tmp_path):
     assert 4.0 < log[0]['val_loss'] < 4.4, log[0]  # ~ln(65) = 4.17 at init
     assert log[-1]['iter'] == 600 and log[-1]['val_loss'] < 2.5, log[-1]
     ckpt = load_checkpoint(str(out / 'ckpt.pt'))
-    for key in ('model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config', 'rng', 'scaler'):
+    for key in ('model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config', 'scaler', 'tokenizer'):
         assert key in ckpt
     assert ckpt['model_args']['vocab_size'] == 65 and ckpt['iter_num'] == 600
     assert not any(k.startswith(('_orig_mod.', 'module.')) for k in ckpt['model'])
@@ -150,12 +150,12 @@ def test_eval_only_matches_transformers_on_a_local_hf_dir(shakespeare_char, tmp_
 
 
 def test_nanogpt_style_checkpoint_resumes(shakespeare_char, tmp_path):
-    # a checkpoint as nanoGPT writes it after torch.compile: '_orig_mod.' keys, no rng/scaler entries
+    # a checkpoint as nanoGPT writes it after torch.compile: '_orig_mod.' keys, no scaler, tokenizer or command
     out = tmp_path / 'out'
     train(out, '--max_iters=4', '--eval_interval=4', '--always_save_checkpoint=True')
     ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
     ckpt['model'] = {'_orig_mod.' + k: v for k, v in ckpt['model'].items()}
-    del ckpt['rng'], ckpt['scaler']
+    del ckpt['scaler'], ckpt['tokenizer'], ckpt['command'], ckpt['best_iter']
     torch.save(ckpt, out / 'ckpt.pt')
     proc = train(out, '--max_iters=6', '--eval_interval=2', '--init_from=resume')
     assert 'step 6:' in proc.stdout
@@ -215,3 +215,28 @@ def test_mask_file_turns_unmasked_targets_into_ignored(tmp_path):
     tokens.tofile(tmp_path / 'val.bin')
     with pytest.raises(UserError, match='val_mask.bin has 50 bytes'):
         dataloader.check_dataset(str(tmp_path), 8)
+
+
+def test_activation_checkpointing_gives_the_same_weights(shakespeare_char, tmp_path):
+    # the backward recomputes each block from its input, with the RNG state checkpoint saved for it, so the
+    # dropout masks and every float operation are the same: bitwise equal weights on CPU fp32
+    common = ['--max_iters=10', '--eval_interval=10', '--dropout=0.1', '--always_save_checkpoint=True']
+    train(tmp_path / 'plain', *common)
+    train(tmp_path / 'recomputed', *common, '--activation_checkpointing=True')
+    assert_same_weights(tmp_path / 'plain' / 'ckpt.pt', tmp_path / 'recomputed' / 'ckpt.pt', atol=0.0)
+
+
+def test_ddp_resume_with_dropout_is_exact(shakespeare_char, tmp_path):
+    # every rank's dropout masks come from (seed, rank, step): 4 steps and a resume to 8 equal 8 uninterrupted
+    # (a restored RNG state could only be rank 0's, which would give rank 1 rank 0's masks after the resume)
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py']
+    def ddp(out, *args):
+        proc = subprocess.run(torchrun + ['--dataset=shakespeare_char', f'--out_dir={out}', *TINY, '--dropout=0.1',
+                                          '--gradient_accumulation_steps=2', '--eval_interval=4', '--eval_iters=2',
+                                          '--always_save_checkpoint=True', *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=600, env=script_env())
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    ddp(tmp_path / 'full', '--max_iters=8')
+    ddp(tmp_path / 'part', '--max_iters=4')
+    ddp(tmp_path / 'part', '--max_iters=8', '--init_from=resume')
+    assert_same_weights(tmp_path / 'full' / 'ckpt.pt', tmp_path / 'part' / 'ckpt.pt', atol=0.0)
