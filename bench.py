@@ -10,6 +10,7 @@ $ python bench.py --device=cpu                      # the CPU quickstart's model
 $ python bench.py --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_size=16 --dtype=float32
 $ python bench.py --mode=generate --n_layer=6 --n_head=6 --n_embd=384 --block_size=1024 --gen_tokens=500
 $ python bench.py --mode=quickstart --nanogpt_dir=../nanoGPT --rounds=3   # the README's CPU figures, beside nanoGPT's
+$ torchrun --standalone --nproc_per_node=2 bench.py --mode=train --parallelism=fsdp   # peak memory per process, sharded
 """
 import itertools
 import json
@@ -53,6 +54,8 @@ beta1 = 0.9
 beta2 = 0.99
 grad_clip = 1.0
 activation_checkpointing = False  # recompute each block in the backward, as train.py --activation_checkpointing
+parallelism = 'ddp'  # under torchrun: 'ddp' or 'fsdp' (sharding.py), as train.py
+backend = 'auto'  # under torchrun: 'nccl' on CUDA, 'gloo' on CPU
 # timing
 warmup_steps = 10  # untimed steps first: allocator, caches, torch.compile
 num_steps = 50  # timed steps; the median is reported
@@ -126,6 +129,9 @@ def bench_train(model, peak, ctx, device, device_type):
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
     optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
     step_model = torch.compile(model) if compile else model
+    if world_size > 1 and parallelism == 'ddp':
+        step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=None if device_type != 'cuda'
+                                                               else [torch.cuda.current_device()])
     if real_data:
         data_dir = dataloader.check_dataset(dataset, block_size)
         batches = dataloader.train_batches(data_dir, seed=seed, start_step=0, batch_size=batch_size,
@@ -137,7 +143,8 @@ def bench_train(model, peak, ctx, device, device_type):
 
     def step():
         loss = loop.train_step(step_model, optimizer, batches, scaler=scaler, micro_steps=gradient_accumulation_steps,
-                               ctx=ctx, grad_clip=grad_clip, lr=learning_rate)
+                               ctx=ctx, grad_clip=grad_clip, lr=learning_rate,
+                               sync=parallelism if world_size > 1 else None)
         loss.item()  # waits for the step, as train.py's logging does
 
     times = []
@@ -156,6 +163,11 @@ def bench_train(model, peak, ctx, device, device_type):
     print(f"train: MFU {mfu * 100:.2f}% ({mfu * peak / 1e9:.1f} of {peak / 1e9:.1f} GFLOP/s)")
     memory, what = peak_memory(device_type)
     print(f"train: peak memory {memory / 2**20:,.0f} MiB ({what}; activation_checkpointing={activation_checkpointing})")
+    if world_size > 1:  # every process's own figure: what each GPU (or CPU process) has to hold
+        peaks = [None] * world_size
+        torch.distributed.all_gather_object(peaks, memory)
+        print(f"train: peak memory per process, {parallelism} over {world_size}: "
+              + ', '.join(f"{p / 2**20:,.0f}" for p in peaks) + " MiB")
     if profile:
         profiled('train', lambda: [step() for _ in range(5)], device_type)
 
@@ -308,8 +320,15 @@ if __name__ == '__main__':
         require_positive(globals(), 'rounds')
         quickstart()
         sys.exit(0)
+    if parallelism not in ('ddp', 'fsdp'):
+        raise UserError(f"parallelism must be 'ddp' or 'fsdp', got '{parallelism}'")
     hw = hardware.setup(device, dtype)
-    device, device_type, dtype, ctx = hw.device, hw.device_type, hw.dtype, hw.ctx
+    device_type, dtype, ctx = hw.device_type, hw.dtype, hw.ctx
+    rank, _, world_size, device = hardware.init_distributed(hw.device, backend)  # one process: 0, 0, 1
+    if world_size > 1 and mode != 'train':
+        raise UserError("under torchrun bench.py times the training step (--mode=train); generation runs in one process")
+    if rank != 0:  # one process prints; the others' peak memory reaches it through all_gather_object
+        sys.stdout = open(os.devnull, 'w')
     if real_data and os.path.exists(os.path.join(dataset_dir(dataset), 'meta.pkl')):
         vocab_size = for_dataset(dataset).vocab_size
     elif real_data:
@@ -318,6 +337,9 @@ if __name__ == '__main__':
     model = new_model(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                       dropout=dropout, bias=bias).to(device)
     model.activation_checkpointing = activation_checkpointing
+    if world_size > 1 and parallelism == 'fsdp':
+        import sharding  # only here: torch.distributed.checkpoint and fsdp add a second to every start-up
+        sharding.shard(model, device_type, dtype, world_size)
     print(f"{device}, {dtype}, compile={compile}, {'real' if real_data else 'synthetic'} data, "
           f"{model.get_num_params() / 1e6:.2f}M params, {torch.get_num_threads()} threads; {load_note()}")
     if mode in ('train', 'all'):
@@ -326,3 +348,5 @@ if __name__ == '__main__':
         bench_train(model, peak, ctx, device, device_type)
     if mode in ('generate', 'all'):
         bench_generate(model, ctx, device, device_type)
+    if world_size > 1:
+        torch.distributed.destroy_process_group()

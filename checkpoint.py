@@ -40,10 +40,13 @@ def new_model(**model_args):
     return GPT(config)
 
 
-def make_checkpoint(model, optimizer, iter_num, best_val_loss, config, tokenizer, **extra):
+def make_checkpoint(model, optimizer, iter_num, best_val_loss, config, tokenizer, model_state=None,
+                    optimizer_state=None, **extra):
     """The ckpt.pt dict of every script: nanoGPT's keys (model_args as the GPTConfig fields), the tokenizer
-    (sample.py, export.py and the evaluators then need no data/ folder), and the script's extra keys."""
-    return {'model': clean_state_dict(model.state_dict()), 'optimizer': optimizer.state_dict(),
+    (sample.py, export.py and the evaluators then need no data/ folder), and the script's extra keys. The
+    states, when given, replace model.state_dict() and optimizer.state_dict() (FSDP's, gathered: sharding.py)."""
+    return {'model': clean_state_dict(model_state if model_state is not None else model.state_dict()),
+            'optimizer': optimizer_state if optimizer_state is not None else optimizer.state_dict(),
             'model_args': asdict(model.config), 'iter_num': iter_num, 'best_val_loss': best_val_loss,
             'config': config, 'tokenizer': tokenizer.state(), **extra}
 
@@ -235,4 +238,4 @@ def check_vocabulary(trained_with, dataset, model):
 
 def weights_are_finite(model):
     """False if any weight is NaN or inf (training diverged): such weights are never saved nor sampled."""
-    return all(torch.isfinite(p).all() for p in model.parameters())
+    return all(torch.isfinite(p.to_local() if hasattr(p, 'to_local') else p).all() for p in model.parameters())

@@ -72,20 +72,23 @@ def seed_step(seed, rank, step):
     torch.manual_seed(int(np.random.SeedSequence([seed, DROPOUT_STREAM, rank, step]).generate_state(1, np.uint64)[0]))
 
 
-def train_step(model, optimizer, batches, *, scaler, micro_steps, ctx, grad_clip, lr, ddp=False):
+def train_step(model, optimizer, batches, *, scaler, micro_steps, ctx, grad_clip, lr, sync=None):
     """
     One optimizer step over micro_steps micro-batches from `batches`. Each micro-loss is divided by
-    micro_steps, so the gradients add up to the mean over the step's batch (DDP then averages over
-    ranks); under DDP only the last micro-step all-reduces gradients. Returns this rank's mean loss
-    as a 0-dim tensor (no host sync here: call .item() only when logging).
+    micro_steps, so the gradients add up to the mean over the step's batch (DDP and FSDP then average over
+    ranks); with sync='ddp' or 'fsdp' only the last micro-step reduces gradients across ranks. Returns this
+    rank's mean loss as a 0-dim tensor (no host sync here: call .item() only when logging). Clipping works
+    on FSDP's sharded gradients too: clip_grad_norm_ takes the norm over every shard.
     """
     for group in optimizer.param_groups:
         group['lr'] = lr
     total = torch.zeros((), device=next(model.parameters()).device)
     for micro in range(micro_steps):
         x, y = next(batches)
-        sync = not ddp or micro == micro_steps - 1
-        with (nullcontext() if sync else model.no_sync()):
+        last = micro == micro_steps - 1
+        if sync == 'fsdp':
+            model.set_requires_gradient_sync(last)
+        with (model.no_sync() if sync == 'ddp' and not last else nullcontext()):
             with ctx:
                 _, loss = model(x, y)
                 loss = loss / micro_steps

@@ -7,11 +7,15 @@ $ python train.py config/train_shakespeare_char.py --batch_size=32 --compile=Fal
 With DDP on 4 GPUs of one node:
 $ torchrun --standalone --nproc_per_node=4 train.py
 
+With FSDP (weights, gradients and optimizer state sharded over the GPUs: models DDP cannot fit):
+$ torchrun --standalone --nproc_per_node=4 train.py --parallelism=fsdp --activation_checkpointing=True
+
 With DDP on 4 GPUs across 2 nodes (run on the master node, IP 123.456.123.456):
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 --master_port=1234 train.py
 and on the worker node:
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
-(If your cluster has no Infiniband interconnect, prepend NCCL_IB_DISABLE=1.)
+(If your cluster has no Infiniband interconnect, prepend NCCL_IB_DISABLE=1.) FSDP across the 2 nodes: the same two
+commands with --parallelism=fsdp.
 """
 import math
 import os
@@ -19,18 +23,7 @@ import shlex
 import sys
 import time
 
-import torch
-from torch.distributed import destroy_process_group
-from torch.nn.parallel import DistributedDataParallel as DDP
-
-import dataloader
-import hardware
-import loop
-from eval_tasks import read_choices, score_choices
-from checkpoint import (check_vocabulary, claim_out_dir, load_model, make_checkpoint, new_model, recorded_tokenizer,
-                        save_checkpoint, weights_are_finite)
 from configurator import UserError, configure, require, require_positive
-from tokenizer import dataset_dir, for_dataset
 
 # -----------------------------------------------------------------------------
 # default config values: GPT-2 (124M) on OpenWebText
@@ -73,6 +66,7 @@ lr_decay_iters = 600000  # should be ~= max_iters per Chinchilla
 min_lr = 6e-5  # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
 # DDP settings
 backend = 'auto'  # 'nccl' on CUDA, 'gloo' on CPU; or name one
+parallelism = 'ddp'  # under torchrun: 'ddp' (every process holds the whole model) or 'fsdp' (sharded: sharding.py)
 # system
 device = 'auto'  # 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'  # 'float32', 'bfloat16', 'float16' (with a GradScaler), or 'auto'
@@ -91,15 +85,44 @@ require(globals(), 'max_iters', 'warmup_iters', at_least=0)
 require(globals(), 'learning_rate', above=0)
 require(globals(), 'min_lr', 'grad_clip', 'weight_decay', at_least=0)
 require(globals(), 'beta1', 'beta2', 'dropout', at_least=0, below=1)
+if parallelism not in ('ddp', 'fsdp'):
+    raise UserError(f"parallelism must be 'ddp' or 'fsdp', got '{parallelism}'")
 # -----------------------------------------------------------------------------
+# the rest is imported only now, the settings checked: importing torch takes seconds, a typo's error line does not
+import torch  # noqa: E402
+from torch.distributed import destroy_process_group  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+
+import dataloader  # noqa: E402
+import hardware  # noqa: E402
+import loop  # noqa: E402
+from checkpoint import (check_vocabulary, claim_out_dir, load_model, make_checkpoint, new_model,  # noqa: E402
+                        recorded_tokenizer, save_checkpoint, weights_are_finite)
+from eval_tasks import read_choices, score_choices  # noqa: E402
+from tokenizer import dataset_dir, for_dataset  # noqa: E402
 
 # various inits, derived attributes, I/O setup
-ddp = int(os.environ.get('RANK', -1)) != -1  # is this a ddp run?
+distributed = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
+ddp, fsdp = distributed and parallelism == 'ddp', distributed and parallelism == 'fsdp'
+if fsdp:
+    import sharding  # only here: torch.distributed.checkpoint and fsdp add a second to every start-up
 hw = hardware.setup(device, dtype)  # dtype 'auto' becomes what this hardware runs fastest and accurately
 device_type, dtype, ctx = hw.device_type, hw.dtype, hw.ctx
-if ddp and gradient_accumulation_steps % int(os.environ['WORLD_SIZE']) != 0:
+if parallelism == 'fsdp' and not distributed:
+    raise UserError("--parallelism=fsdp shards the model over torchrun's processes: launch it with torchrun, e.g. "
+                    "`torchrun --standalone --nproc_per_node=2 train.py ...` (--nproc_per_node=1 works too)")
+if fsdp and dtype == 'float16':
+    raise UserError("--parallelism=fsdp trains in bfloat16 or float32, not float16 (a GradScaler does not see the "
+                    "shards); use --dtype=bfloat16")
+if distributed and gradient_accumulation_steps % int(os.environ['WORLD_SIZE']) != 0:
     raise UserError(f"gradient_accumulation_steps ({gradient_accumulation_steps}) is the global count and must be "
                     f"divisible by the number of processes ({os.environ['WORLD_SIZE']})")
+if fsdp and eval_iters % int(os.environ['WORLD_SIZE']) != 0:  # every shard takes part in every forward
+    raise UserError(f"with --parallelism=fsdp eval_iters ({eval_iters}) must be divisible by the number of processes "
+                    f"({os.environ['WORLD_SIZE']}), so that every process runs the same evaluation forwards")
+if fsdp and eval_hellaswag:
+    raise UserError("--eval_hellaswag=True does not run under --parallelism=fsdp yet: score the saved checkpoints "
+                    "with eval_tasks.py (under torchrun too), or train with --parallelism=ddp")
 rank, local_rank, world_size, device = hardware.init_distributed(hw.device, backend)  # one process: 0, 0, 1
 master_process = rank == 0  # this process will do logging, checkpointing etc.
 micro_steps = gradient_accumulation_steps // world_size  # per process, per optimizer step
@@ -156,12 +179,17 @@ if meta_vocab_size is not None and meta_vocab_size > vocab_size:
                     f"{vocab_size}: it was made for another vocabulary")
 model.to(device)
 model.activation_checkpointing = activation_checkpointing
+if fsdp:  # before the optimizer, which then holds the shards
+    sharding.shard(model, device_type, dtype, world_size)
 
 # initialize a GradScaler; if enabled=False (any dtype but float16) it is a no-op
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
+    if fsdp:
+        sharding.load_optimizer(model, optimizer, checkpoint['optimizer'])
+    else:
+        optimizer.load_state_dict(checkpoint['optimizer'])
     if 'scaler' in checkpoint:
         scaler.load_state_dict(checkpoint['scaler'])
 checkpoint = None  # free up memory
@@ -180,11 +208,16 @@ if master_process:
 
 
 def save(reason, name='ckpt.pt'):
+    """Write out_dir/<name> from the master; under FSDP every rank calls it, to gather the shards."""
     global saved_iter
     if name == 'ckpt.pt':
         saved_iter = iter_num
+    states = sharding.full_state(raw_model, optimizer) if fsdp else (None, None)
+    if not master_process:
+        return
     ckpt = make_checkpoint(raw_model, optimizer, iter_num, best_val_loss, config, data_tokenizer,
-                           best_iter=saved_iter, command=command, scaler=scaler.state_dict())
+                           model_state=states[0], optimizer_state=states[1], best_iter=saved_iter, command=command,
+                           scaler=scaler.state_dict())
     path = os.path.join(out_dir, name)
     save_checkpoint(ckpt, path)
     print(f"saving checkpoint to {path} ({reason})")
@@ -213,16 +246,20 @@ def stop_run():
     """After a stop request: save what was trained, then exit 130. Non-finite weights are never written; with
     always_save_checkpoint=False ckpt.pt stays the best model and the state goes to resume.pt beside it (which
     --init_from=resume reads when it is the newer)."""
-    if master_process and not eval_only and local_iter_num > 0:
-        if not weights_are_finite(raw_model):
+    if (master_process or fsdp) and not eval_only and local_iter_num > 0:
+        finite = weights_are_finite(raw_model)  # under FSDP, of this rank's shards; then the ranks agree
+        if fsdp:
+            finite = not loop.any_rank(not finite, device)
+        if not finite:
             raise diverged("the weights became non-finite")
         keep_best = not always_save_checkpoint and saved_iter is not None
         save(f"interrupted at iter {iter_num}" + ("; ckpt.pt keeps the best model" if keep_best else ''),
              'resume.pt' if keep_best else 'ckpt.pt')
-        print(f"stopped by signal; resume with: {resume_command}")
+        if master_process:
+            print(f"stopped by signal; resume with: {resume_command}")
     elif master_process:
         print("stopped by signal")
-    if ddp:
+    if distributed:
         torch.distributed.barrier()  # torchrun ends every rank once one exits: the others wait for the master's save
         destroy_process_group()
     raise SystemExit(130)
@@ -248,7 +285,7 @@ while True:
     if iter_num % eval_interval == 0 or iter_num >= max_iters or eval_only:
         losses = loop.estimate_loss(model, data_dir=data_dir, eval_iters=eval_iters, batch_size=batch_size,
                                     block_size=block_size, vocab_size=vocab_size, seed=seed, ctx=ctx, device=device,
-                                    rank=rank, world_size=world_size, stopper=None if ddp else stopper)
+                                    rank=rank, world_size=world_size, stopper=None if distributed else stopper)
         if losses is None:  # a stop request cut the evaluation short
             stop_run()
         if master_process:
@@ -269,12 +306,13 @@ while True:
                        'tokens_per_s': tokens_per_iter / median_ms * 1e3 if median_ms else None,
                        'mfu': running_mfu if running_mfu >= 0 else None, 'elapsed_s': elapsed, 'time': time.time(),
                        **scores})
-            if not (math.isfinite(losses['train']) and math.isfinite(losses['val'])):
-                raise diverged(f"the loss became {losses['val']}")
-            improved = losses['val'] < best_val_loss
-            best_val_loss = min(best_val_loss, losses['val'])
-            if not eval_only and local_iter_num > 0 and (improved or always_save_checkpoint):
-                save('val loss improved' if improved else 'always_save_checkpoint')
+        # the losses are all-reduced, so every rank decides alike (under FSDP every rank takes part in a save)
+        if not (math.isfinite(losses['train']) and math.isfinite(losses['val'])):
+            raise diverged(f"the loss became {losses['val']}")
+        improved = losses['val'] < best_val_loss
+        best_val_loss = min(best_val_loss, losses['val'])
+        if not eval_only and local_iter_num > 0 and (improved or always_save_checkpoint) and (master_process or fsdp):
+            save('val loss improved' if improved else 'always_save_checkpoint')
     if eval_only or iter_num >= max_iters:
         break
 
@@ -282,7 +320,7 @@ while True:
     # the dropout masks come from (seed, rank, step) alone, so a resumed run draws the ones it would have drawn
     loop.seed_step(seed, rank, iter_num)
     loss = loop.train_step(model, optimizer, batches, scaler=scaler, micro_steps=micro_steps, ctx=ctx,
-                           grad_clip=grad_clip, lr=lr, ddp=ddp)
+                           grad_clip=grad_clip, lr=lr, sync=parallelism if distributed else None)
     iter_num += 1
     local_iter_num += 1
 
@@ -290,8 +328,19 @@ while True:
     t1 = time.time()
     dt = t1 - t0
     t0 = t1
+    # a stop request (Ctrl-C, SIGTERM) on any rank stops every rank after the same step. With several processes the
+    # ranks agree on it at logging steps only, in the one all-reduce that also averages the loss over them (where
+    # the master waits for the GPU anyway), not with a sync every step
+    stop = stopper.requested
+    if distributed:
+        if iter_num % log_interval == 0:
+            both = torch.stack([loss.float(), torch.tensor(float(stop), device=device)])
+            torch.distributed.all_reduce(both)
+            loss, stop = both[0] / world_size, both[1].item() > 0
+        else:
+            stop = False
     if iter_num % log_interval == 0 and master_process:
-        lossf = loss.item()  # a CPU-GPU sync point
+        lossf = loss.item()  # a CPU-GPU sync point; with several processes, the mean over all their micro-batches
         if not math.isfinite(lossf):
             raise diverged(f"the training loss became {lossf}")
         if local_iter_num >= 5:  # let the training loop settle a bit
@@ -301,11 +350,6 @@ while True:
         print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, "
               f"tok/s {tokens_per_iter / dt:,.0f}, mfu {running_mfu * 100:.2f}%")
 
-    # a stop request (Ctrl-C, SIGTERM) on any rank stops every rank after the same step; under DDP the ranks
-    # agree on it at logging steps only, where the master waits for the GPU anyway, not with a sync every step
-    stop = stopper.requested
-    if ddp:
-        stop = iter_num % log_interval == 0 and loop.any_rank(stop, device)
     if stop:
         stop_run()
 
@@ -313,5 +357,5 @@ if master_process and step_times:
     median_ms = sorted(step_times)[len(step_times) // 2]
     print(f"done: {local_iter_num} iters (to iter {iter_num}) in {time.time() - start_time:.1f}s, median {median_ms:.2f}ms/iter, "
           f"{tokens_per_iter / median_ms * 1e3:,.0f} tokens/s")
-if ddp:
+if distributed:
     destroy_process_group()

@@ -1,10 +1,12 @@
 """bench.py, run as a user runs it: the figures it prints, its errors, and the quickstart output parser."""
 import json
 import re
+import subprocess
+import sys
 
 import bench
 import hardware
-from conftest import assert_one_line_error, run_script
+from conftest import REPO, assert_one_line_error, run_script, script_env
 
 TINY = ['--device=cpu', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
         '--warmup_steps=1', '--num_steps=3', '--peak_matmul_size=256', '--peak_repeats=1']
@@ -125,10 +127,20 @@ def test_parse_run_reads_nanogpts_output():
 def test_activation_checkpointing_lowers_peak_memory():
     # 8 blocks of (32 x 256 x 128) activations: hundreds of MiB kept for the backward, against one block's worth
     args = ['bench.py', '--mode=train', '--device=cpu', '--dtype=float32', '--n_layer=8', '--n_head=4',
-            '--n_embd=128', '--block_size=256', '--batch_size=32', '--warmup_steps=1', '--num_steps=1',
+            '--n_embd=128', '--block_size=256', '--batch_size=32', '--warmup_steps=0', '--num_steps=1',
             '--peak_matmul_size=256', '--peak_repeats=1']
     plain = run_script(*args, env=ONE_THREAD).stdout
     checkpointed = run_script(*args, '--activation_checkpointing=True', env=ONE_THREAD).stdout
     memory = lambda out: figure(r"train: peak memory ([\d,]+) MiB \(the process's peak RSS", out)
     assert 'activation_checkpointing=True' in checkpointed
     assert memory(checkpointed) < memory(plain), (memory(checkpointed), memory(plain))
+
+
+def test_bench_under_torchrun_reports_every_process_peak_memory():
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'bench.py', *TINY,
+           '--mode=train', '--dtype=float32', '--parallelism=fsdp']
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=script_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    peaks = re.search(r'train: peak memory per process, fsdp over 2: ([\d,]+), ([\d,]+) MiB', proc.stdout)
+    assert peaks and all(int(p.replace(',', '')) > 100 for p in peaks.groups()), proc.stdout  # torch alone is more
+    assert proc.stdout.count('train: peak memory per process') == 1  # one process prints
