@@ -29,6 +29,8 @@ from torch.nn import functional as F
 
 from configurator import UserError
 from data.common import read_jsonl
+from dataloader import eval_batch, to_device
+from loop import eval_mode
 
 CHOICE_FIELDS = {'context': str, 'endings': list, 'label': int}
 
@@ -79,13 +81,13 @@ def ending_logprobs(model, examples, device):
         idx[i, :len(ctx) + len(end)] = torch.tensor(ctx + end)
     # (row, position) of each ending token's prediction: token j of an ending sits at len(ctx) + j and is
     # predicted by the hidden state one position earlier
-    row = torch.cat([torch.full((len(end),), i) for i, (_, end) in enumerate(rows)])
-    pos = torch.cat([torch.arange(len(ctx) - 1, len(ctx) + len(end) - 1) for ctx, end in rows])
+    row = torch.cat([torch.full((len(end),), i) for i, (_, end) in enumerate(rows)]).to(device)
+    pos = torch.cat([torch.arange(len(ctx) - 1, len(ctx) + len(end) - 1) for ctx, end in rows]).to(device)
     idx = idx.to(device)
     h = model.hidden_states(idx)  # (R, T, C)
-    logits = model.lm_head(h[row.to(device), pos.to(device)])  # (N, V), N ending tokens in all
-    logp = F.log_softmax(logits.float(), dim=-1).gather(1, idx[row.to(device), pos.to(device) + 1, None])[:, 0]
-    sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, row.to(device), logp.double())
+    logits = model.lm_head(h[row, pos])  # (N, V), N ending tokens in all
+    logp = F.log_softmax(logits.float(), dim=-1).gather(1, idx[row, pos + 1, None])[:, 0]
+    sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, row, logp.double())
     counts = torch.tensor([len(end) for _, end in rows], dtype=torch.float64, device=device)
     per_row = torch.stack([sums, counts], dim=1)  # (R, 2)
     return list(per_row.split([len(endings) for _, endings, _ in examples]))
@@ -95,21 +97,19 @@ def ending_logprobs(model, examples, device):
 def score_choices(model, examples, *, batch_size, ctx, device, rank=0, world_size=1):
     """{'examples', 'acc', 'acc_norm'} over the examples; ranks take every world_size-th example and all-reduce
     the counts. The model is evaluated in eval mode and left in the mode it came in."""
-    was_training = model.training
-    model.eval()
     counts = torch.zeros(3, dtype=torch.float64, device=device)  # examples, right by sum, right by mean
     mine = examples[rank::world_size]
-    for i in range(0, len(mine), batch_size):
-        batch = mine[i:i + batch_size]
-        with ctx:
-            scores = ending_logprobs(model, batch, device)
-        for (_, _, label), s in zip(batch, scores):
-            total, mean = s[:, 0], s[:, 0] / s[:, 1]
-            counts += torch.stack([torch.ones((), dtype=torch.float64, device=device),
-                                   (total.argmax() == label).double(), (mean.argmax() == label).double()])
+    with eval_mode(model):
+        for i in range(0, len(mine), batch_size):
+            batch = mine[i:i + batch_size]
+            with ctx:
+                scores = ending_logprobs(model, batch, device)
+            for (_, _, label), s in zip(batch, scores):
+                total, mean = s[:, 0], s[:, 0] / s[:, 1]
+                counts += torch.stack([torch.ones((), dtype=torch.float64, device=device),
+                                       (total.argmax() == label).double(), (mean.argmax() == label).double()])
     if world_size > 1:
         torch.distributed.all_reduce(counts)
-    model.train(was_training)
     n = int(counts[0].item())
     return {'examples': n, 'acc': counts[1].item() / n, 'acc_norm': counts[2].item() / n}
 
@@ -137,24 +137,22 @@ def bits_per_byte(model, *, data_dir, tokenizer, eval_iters, batch_size, seed, c
     """Bits per byte, and the per-token loss, over the same eval_iters fixed val batches train.py's val loss
     uses (dataloader.eval_batch): the summed loss in nats of the targets that stand for text, over ln 2 times
     the bytes of that text."""
-    from dataloader import eval_batch, to_device
-    was_training = model.training
-    model.eval()
     lengths = token_bytes(tokenizer, model.config.vocab_size).to(device)
     block_size = model.config.block_size
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # nats, bytes, tokens (of the counted targets)
-    for k in range(rank, eval_iters, world_size):
-        x, y = to_device(*eval_batch(data_dir, 'val', seed, k, batch_size, block_size, model.config.vocab_size),
-                         device)
-        with ctx:
-            logits, _ = model(x, all_logits=True)
-        nats = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1).clamp(min=0), reduction='none')
-        counted = (y.view(-1) >= 0) & (lengths[y.view(-1).clamp(min=0)] > 0)
-        totals += torch.stack([nats[counted].double().sum(), lengths[y.view(-1)[counted]].double().sum(),
-                               counted.double().sum()])
+    with eval_mode(model):
+        for k in range(rank, eval_iters, world_size):
+            x, y = to_device(*eval_batch(data_dir, 'val', seed, k, batch_size, block_size, model.config.vocab_size),
+                             device)
+            with ctx:
+                logits, _ = model(x, all_logits=True)
+            targets = y.view(-1).clamp(min=0)  # -1 (masked) read as 0 here, and left out by `counted`
+            nats = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets, reduction='none')
+            counted = (y.view(-1) >= 0) & (lengths[targets] > 0)
+            totals += torch.stack([nats[counted].double().sum(), lengths[targets[counted]].double().sum(),
+                                   counted.double().sum()])
     if world_size > 1:
         torch.distributed.all_reduce(totals)
-    model.train(was_training)
     nats, n_bytes, n_tokens = totals.tolist()
     return {'bpb': nats / math.log(2) / n_bytes, 'loss': nats / n_tokens, 'tokens': int(n_tokens),
             'bytes': int(n_bytes)}

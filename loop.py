@@ -9,7 +9,7 @@ import math
 import os
 import signal
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -23,29 +23,37 @@ DROPOUT_STREAM = 0xD80_0A7  # keeps the dropout seeds apart from the batches' (d
 # -----------------------------------------------------------------------------
 # evaluation
 
+@contextmanager
+def eval_mode(model):
+    """model.eval() for the block, then back to the mode it came in (also when the block returns or raises)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def estimate_loss(model, *, data_dir, eval_iters, batch_size, block_size, vocab_size, seed, ctx, device,
                   rank=0, world_size=1, stopper=None):
     """Mean loss over eval_iters fixed batches per split; ranks share the batches and all-reduce.
     The model is evaluated in eval mode and left in the mode it came in. With a GracefulStop (one process
     only: ranks must all reach the all-reduce), a stop request ends it early and it returns None."""
-    was_training = model.training
-    model.eval()
     out = {}
-    for split in ('train', 'val'):
-        total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, batches)
-        for k in range(rank, eval_iters, world_size):
-            if stopper is not None and stopper.requested:
-                model.train(was_training)
-                return None
-            x, y = to_device(*eval_batch(data_dir, split, seed, k, batch_size, block_size, vocab_size), device)
-            with ctx:
-                _, loss = model(x, y)
-            total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=device)])
-        if world_size > 1:
-            torch.distributed.all_reduce(total)
-        out[split] = (total[0] / total[1]).item()
-    model.train(was_training)
+    with eval_mode(model):
+        for split in ('train', 'val'):
+            total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, batches)
+            for k in range(rank, eval_iters, world_size):
+                if stopper is not None and stopper.requested:
+                    return None
+                x, y = to_device(*eval_batch(data_dir, split, seed, k, batch_size, block_size, vocab_size), device)
+                with ctx:
+                    _, loss = model(x, y)
+                total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=device)])
+            if world_size > 1:
+                torch.distributed.all_reduce(total)
+            out[split] = (total[0] / total[1]).item()
     return out
 
 
