@@ -11,6 +11,7 @@ $ python bench.py --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_s
 $ python bench.py --mode=generate --n_layer=6 --n_head=6 --n_embd=384 --block_size=1024 --gen_tokens=500
 $ python bench.py --mode=quickstart --nanogpt_dir=../nanoGPT --rounds=3   # the README's CPU figures, beside nanoGPT's
 $ torchrun --standalone --nproc_per_node=2 bench.py --mode=train --parallelism=fsdp   # peak memory per process, sharded
+$ python bench.py --mode=recipes --seeds=1337,1,2 --ablation=True   # GPT-2's recipe against the modern one, on full val
 """
 import itertools
 import json
@@ -29,11 +30,12 @@ import dataloader
 import hardware
 import loop
 from checkpoint import new_model
+from model import RECIPE_FIELDS, sample_next
 from configurator import REPO_DIR, UserError, configure, require_positive
 from tokenizer import dataset_dir, for_dataset
 
 # -----------------------------------------------------------------------------
-mode = 'all'  # 'train', 'generate', 'all' (both), or 'quickstart' (whole training runs, see quickstart())
+mode = 'all'  # 'train', 'generate', 'all' (both), 'quickstart' or 'recipes' (whole training runs: quickstart(), recipes())
 # model: defaults are the CPU quickstart's (config/train_shakespeare_char_cpu.py)
 n_layer = 4
 n_head = 4
@@ -41,13 +43,26 @@ n_embd = 128
 block_size = 64
 dropout = 0.0
 bias = False
+# the modern recipe's switches (train.py, model.py's GPTConfig), all off: GPT-2's
+rotary = False
+rotary_base = 10000.0
+qk_norm = False
+rmsnorm = False
+relu_squared = False
+tie_embeddings = True
+logit_softcap = 0.0
+zero_init_proj = False
+embedding_norm = False
 # data
 real_data = False  # True: batches from dataset's train.bin, as train.py reads them; False: one random batch
 dataset = 'shakespeare_char'
 vocab_size = 65  # for synthetic data (65 is shakespeare_char's); real data uses the dataset's vocabulary
 batch_size = 12
 gradient_accumulation_steps = 1
-# optimizer (AdamW, as train.py)
+# optimizer, as train.py: 'adamw', or 'muon' (Muon for the blocks' matrices, AdamW for the rest)
+optimizer = 'adamw'
+muon_lr = 0.02
+muon_momentum = 0.95
 learning_rate = 1e-3
 weight_decay = 1e-1
 beta1 = 0.9
@@ -71,6 +86,10 @@ gen_tokens = None  # new tokens per sample; None fills the context (block_size -
 nanogpt_dir = ''  # a clone of karpathy/nanoGPT, to time its own train.py on its command side by side
 rounds = 1  # alternating rounds of the runs; medians are printed
 target_val = 1.8857  # the val loss the quickstart must reach: nanoGPT's printed final figure for its command
+# --mode=recipes
+seeds = '1337'  # comma-separated: one round of runs per seed
+full_val_iters = 1000  # val batches of the final evaluation of every run (the runs themselves print 20-batch evals)
+ablation = False  # also the modern recipe with each of its switches (and Muon) set back to GPT-2's, at its wall time
 # system
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'  # 'float32', 'bfloat16', 'float16' or 'auto' (as train.py: hardware.resolve_dtype)
@@ -127,7 +146,8 @@ def bench_train(model, peak, ctx, device, device_type):
     if device_type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+    opt = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer, muon_lr,
+                                     muon_momentum)
     step_model = torch.compile(model) if compile else model
     if world_size > 1 and parallelism == 'ddp':
         step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=None if device_type != 'cuda'
@@ -142,7 +162,7 @@ def bench_train(model, peak, ctx, device, device_type):
         batches = synthetic_batches(device)
 
     def step():
-        loss = loop.train_step(step_model, optimizer, batches, scaler=scaler, micro_steps=gradient_accumulation_steps,
+        loss = loop.train_step(step_model, opt, batches, scaler=scaler, micro_steps=gradient_accumulation_steps,
                                ctx=ctx, grad_clip=grad_clip, lr=learning_rate,
                                sync=parallelism if world_size > 1 else None)
         loss.item()  # waits for the step, as train.py's logging does
@@ -172,30 +192,48 @@ def bench_train(model, peak, ctx, device, device_type):
         profiled('train', lambda: [step() for _ in range(5)], device_type)
 
 
+def window_loop(model, idx, new_tokens):
+    """nanoGPT's generate, to compare with: every step recomputes the last block_size tokens, with no cache."""
+    for _ in range(new_tokens):
+        logits, _ = model(idx[:, -model.config.block_size:])
+        idx = torch.cat((idx, sample_next(logits[:, -1, :])), dim=1)
+    return idx
+
+
 @torch.no_grad()
 def bench_generate(model, ctx, device, device_type):
-    """Tokens/s of model.generate from a short random prompt, with and without the KV cache."""
+    """Tokens/s of model.generate from a random prompt, with and without the KV cache. A rotary model also generates
+    past block_size (its cache slides: model.generate_stream); there it is timed against nanoGPT's loop, which
+    recomputes the last block_size tokens every step."""
     new_tokens = gen_tokens if gen_tokens is not None else block_size - gen_prompt_len
-    if new_tokens < 1 or gen_prompt_len < 1 or gen_prompt_len + new_tokens > block_size:
+    past_context = gen_prompt_len + new_tokens > block_size
+    if new_tokens < 1 or gen_prompt_len < 1 or (past_context and not model.config.rotary):
         raise UserError(f"gen_prompt_len ({gen_prompt_len}) + gen_tokens ({new_tokens}) must fit block_size "
-                        f"({block_size}), both at least 1: past block_size the cache is rebuilt every step; "
-                        f"raise block_size (e.g. --block_size=1024) or lower gen_tokens")
+                        f"({block_size}), both at least 1: past block_size a GPT-2 model recomputes its window every "
+                        f"step; raise block_size (e.g. --block_size=1024), lower gen_tokens, or time a rotary "
+                        f"model (--rotary=True), whose cache slides")
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     prompt = torch.randint(model.config.vocab_size, (gen_batch, gen_prompt_len), generator=gen).to(device)
+    ways = {'cached': lambda n: model.generate(prompt, n)}
+    if past_context:
+        ways['recomputing the window'] = lambda n: window_loop(model, prompt, n)
+    else:
+        ways['uncached'] = lambda n: model.generate(prompt, n, use_cache=False)
     rates = {}
-    for use_cache in (True, False):
+    for name, run in ways.items():
         with ctx:
-            model.generate(prompt, min(new_tokens, 8), use_cache=use_cache)  # warm-up
+            run(min(new_tokens, 8))  # warm-up
             sync(device_type)
             t0 = time.perf_counter()
-            model.generate(prompt, new_tokens, use_cache=use_cache)
+            run(new_tokens)
             sync(device_type)
         dt = time.perf_counter() - t0
-        rates[use_cache] = gen_batch * new_tokens / dt
-        print(f"generate ({'cached' if use_cache else 'uncached'}): {gen_batch} x {new_tokens} tokens from a "
-              f"{gen_prompt_len}-token prompt in {dt:.2f} s, {rates[use_cache]:,.1f} tokens/s")
-    print(f"generate: the KV cache is {rates[True] / rates[False]:.2f}x faster")
+        rates[name] = gen_batch * new_tokens / dt
+        print(f"generate ({name}): {gen_batch} x {new_tokens} tokens from a {gen_prompt_len}-token prompt in "
+              f"{dt:.2f} s, {rates[name]:,.1f} tokens/s (block_size {block_size})")
+    other = list(rates)[1]
+    print(f"generate: the KV cache is {rates['cached'] / rates[other]:.2f}x faster than {other}")
     if profile:
         with ctx:
             profiled('generate', lambda: model.generate(prompt, new_tokens), device_type)
@@ -312,13 +350,81 @@ def quickstart():
 
 
 # -----------------------------------------------------------------------------
+# --mode=recipes: the CPU quickstart trained with GPT-2's recipe and with the modern one (model.py's switches and
+# Muon), seed by seed in alternation, every final model evaluated on full_val_iters val batches; with ablation, the
+# modern recipe with one switch at a time set back to GPT-2's, each run for as many steps as fit the modern
+# recipe's wall time (its step time measured first, in a short run)
+
+MODERN_COMMAND = ['config/train_shakespeare_char_cpu_modern.py']
+GPT2_SETTINGS = {'rotary': 'False', 'qk_norm': 'False', 'rmsnorm': 'False', 'relu_squared': 'False',
+                 'tie_embeddings': 'True', 'logit_softcap': '0.0', 'zero_init_proj': 'False', 'embedding_norm': 'False',
+                 'optimizer': 'adamw'}
+
+
+def full_val_loss(out_dir):
+    """The val loss of out_dir/ckpt.pt on full_val_iters batches, through train.py --eval_only as a user runs it."""
+    lines, _, _ = run_timed(['train.py', *QUICKSTART_COMMAND, f'--out_dir={out_dir}', '--init_from=resume',
+                             '--eval_only=True', f'--eval_iters={full_val_iters}', '--dtype=float32'])
+    return float(EVAL_LINE.match(next(line for _, line in lines if EVAL_LINE.match(line)))[3])
+
+
+def recipe_run(name, args, out_dir):
+    run = timed_train_run(name, [*args, '--always_save_checkpoint=True'], out_dir)  # ckpt.pt: the final model
+    run['full_val'] = full_val_loss(out_dir)
+    run['iters'] = run['evals'][-1]['iter']
+    print(f"  final model: val loss {run['full_val']:.4f} on {full_val_iters:,} batches", flush=True)
+    return run
+
+
+def recipes():
+    dataloader.check_dataset('shakespeare_char', 64)
+    seed_list = [int(s) for s in str(seeds).split(',')]
+    runs = {'gpt2': [], 'modern': []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in seed_list:
+            runs['gpt2'].append(recipe_run(f"GPT-2's recipe, seed {s}", [*QUICKSTART_COMMAND, f'--seed={s}'],
+                                           os.path.join(tmp, f'gpt2-{s}')))
+            runs['modern'].append(recipe_run(f"the modern recipe, seed {s}", [*MODERN_COMMAND, f'--seed={s}'],
+                                             os.path.join(tmp, f'modern-{s}')))
+        med = {k: {f: statistics.median(r[f] for r in v) for f in ('full_val', 'wall_s', 'ms_per_iter', 'iters')}
+               for k, v in runs.items()}
+        print(f"\nmedians over seeds {seed_list} (val loss on {full_val_iters:,} batches):")
+        for k, m in med.items():
+            print(f"  {k}: val {m['full_val']:.4f}, {m['iters']:.0f} steps, {m['wall_s']:.1f} s wall, "
+                  f"{m['ms_per_iter']:.2f} ms/iter; per seed: " + ', '.join(f"{r['full_val']:.4f}" for r in runs[k]))
+        g, m = med['gpt2'], med['modern']
+        print(f"  the modern recipe: {m['iters'] / g['iters']:.2f}x the steps, {m['wall_s'] / g['wall_s']:.2f}x the wall "
+              f"time, val {m['full_val'] - g['full_val']:+.4f}; it ends below GPT-2's in "
+              f"{sum(a['full_val'] < b['full_val'] for a, b in zip(runs['modern'], runs['gpt2']))} of "
+              f"{len(seed_list)} seeds")
+        if not ablation:
+            return
+        budget_s = m['wall_s'] - m['first_step_s']  # the modern recipe's training time, start-up left out
+        print(f"\nablation, seed {seed_list[0]}: each switch back to GPT-2's, for the steps that fit {budget_s:.1f} s")
+        for key, value in GPT2_SETTINGS.items():
+            args = [*MODERN_COMMAND, f'--seed={seed_list[0]}', f'--{key}={value}']
+            probe = timed_train_run(f"{key}={value}: step time", [*args, '--max_iters=60', '--eval_interval=1000'],
+                                    os.path.join(tmp, f'probe-{key}'))
+            iters = max(1, round(budget_s * 1e3 / probe['ms_per_iter']))
+            warmup = min(100, iters // 6)
+            run = recipe_run(f"{key}={value}", [*args, f'--max_iters={iters}', f'--lr_decay_iters={iters}',
+                                                f'--warmup_iters={warmup}'], os.path.join(tmp, f'ablate-{key}'))
+            print(f"  {key}={value}: {iters} steps, val {run['full_val']:.4f} ({run['full_val'] - runs['modern'][0]['full_val']:+.4f} "
+                  f"against the modern recipe's {runs['modern'][0]['full_val']:.4f})", flush=True)
+
+
+# -----------------------------------------------------------------------------
 if __name__ == '__main__':
     configure(globals())
-    if mode not in ('train', 'generate', 'all', 'quickstart'):
-        raise UserError(f"mode must be 'train', 'generate', 'all' or 'quickstart', got '{mode}'")
+    if mode not in ('train', 'generate', 'all', 'quickstart', 'recipes'):
+        raise UserError(f"mode must be 'train', 'generate', 'all', 'quickstart' or 'recipes', got '{mode}'")
     if mode == 'quickstart':
         require_positive(globals(), 'rounds')
         quickstart()
+        sys.exit(0)
+    if mode == 'recipes':
+        require_positive(globals(), 'full_val_iters')
+        recipes()
         sys.exit(0)
     if parallelism not in ('ddp', 'fsdp'):
         raise UserError(f"parallelism must be 'ddp' or 'fsdp', got '{parallelism}'")
@@ -335,7 +441,7 @@ if __name__ == '__main__':
         vocab_size = 50304  # GPT-2's 50257, padded as train.py does
     torch.manual_seed(seed)
     model = new_model(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                      dropout=dropout, bias=bias).to(device)
+                      dropout=dropout, bias=bias, **{k: globals()[k] for k in RECIPE_FIELDS}).to(device)
     model.activation_checkpointing = activation_checkpointing
     if world_size > 1 and parallelism == 'fsdp':
         import sharding  # only here: torch.distributed.checkpoint and fsdp add a second to every start-up

@@ -85,7 +85,7 @@ def ending_logprobs(model, examples, device):
     pos = torch.cat([torch.arange(len(ctx) - 1, len(ctx) + len(end) - 1) for ctx, end in rows]).to(device)
     idx = idx.to(device)
     h = model.hidden_states(idx)  # (R, T, C)
-    logits = model.lm_head(h[row, pos])  # (N, V), N ending tokens in all
+    logits = model.logits(h[row, pos])  # (N, V), N ending tokens in all
     logp = F.log_softmax(logits.float(), dim=-1).gather(1, idx[row, pos + 1, None])[:, 0]
     sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, row, logp.double())
     counts = torch.tensor([len(end) for _, end in rows], dtype=torch.float64, device=device)

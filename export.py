@@ -21,7 +21,7 @@ import tempfile
 
 from checkpoint import load_model, tokenizer_for, trained_dataset
 from configurator import UserError, configure
-from hf import save_model, save_tokenizer
+from hf import HF_CLASSES, hf_architecture, save_model, save_tokenizer
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'  # 'resume' (out_dir/ckpt.pt: train.py's or rlhf.py's), an out_dir, a GPT-2 name, or a local HF dir
@@ -48,6 +48,7 @@ if checkpoint is not None and checkpoint.get('scalar_head_role') == 'reward':
     raise UserError(f"{source} is a reward model (train_reward.py): its scalar head has a bias, which "
                     f"transformers' GPT2ForSequenceClassification cannot hold, and its trunk was not trained as a "
                     f"language model; export the policy or the model it was initialised from instead")
+architecture = hf_architecture(model.config)  # a switch set transformers has no architecture for stops here
 tokenizer = tokenizer_for(checkpoint, init_from)
 model_vocab = model.config.vocab_size
 if not (tokenizer.vocab_size == model_vocab or (tokenizer.name == 'gpt2' and model_vocab == 50304)):
@@ -57,11 +58,16 @@ if not (tokenizer.vocab_size == model_vocab or (tokenizer.name == 'gpt2' and mod
 
 def model_card():
     c = model.config
-    lines = ['---', 'library_name: transformers', 'pipeline_tag: text-generation', 'tags: [gpt2]', '---', '',
-             f"# {os.path.basename(hf_dir)}", '',
-             f"A GPT-2-architecture causal language model exported from `{source}` by `export.py`.", '',
-             f"- architecture: GPT-2, {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size}, "
-             f"{model.get_num_params() / 1e6:.2f}M parameters (tied input and output embeddings)",
+    name = 'GPT-2' if architecture == 'gpt2' else HF_CLASSES[architecture][0].removesuffix('ForCausalLM')
+    switches = [k for k in ('rotary', 'qk_norm', 'rmsnorm', 'relu_squared', 'embedding_norm') if getattr(c, k)]
+    switches += [f'logit_softcap={c.logit_softcap:g}'] if c.logit_softcap else []
+    lines = ['---', 'library_name: transformers', 'pipeline_tag: text-generation', 'tags: [' + architecture + ']', '---',
+             '', f"# {os.path.basename(hf_dir)}", '',
+             f"A {name}-architecture causal language model exported from `{source}` by `export.py`.", '',
+             f"- architecture: {name}, {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size}, "
+             f"{model.get_num_params() / 1e6:.2f}M parameters "
+             f"({'tied' if c.tie_embeddings else 'separate'} input and output embeddings"
+             f"{', ' + ', '.join(switches) if switches else ''})",
              f"- tokenizer: {'GPT-2 BPE (50,257 tokens)' if tokenizer.name == 'gpt2' else f'{tokenizer.vocab_size} characters, one token each'}"]
     if checkpoint is not None:
         lines += [f"- training data: `{trained_dataset(checkpoint) or 'unknown'}`",

@@ -9,6 +9,12 @@ A directory holds config.json + model.safetensors (transformers' GPT2LMHeadModel
 - a character vocabulary: a tokenizer.json whose WordLevel model maps each character to its meta.pkl id,
   with no normalizer and a pre-tokenizer that isolates every character, so AutoTokenizer encodes and decodes
   exactly as tokenizer.py does.
+
+A model of the modern recipe (model.py's switches) is written as the transformers architecture that computes the
+same function, where one exists (hf_architecture): every one of them has rotary positions and RMSNorm and an MLP
+without a gate, like this repo's. Llama, Qwen3 and their kin gate their MLP (SwiGLU), which GPT-2's MLP and the
+ReLU^2 one are not, so no switch set here is Llama- or Qwen3-shaped; Arcee is Llama with an ungated MLP, Apertus
+adds QK-norm to it, NanoChat is nanochat's model (QK-norm, a normalised embedding, optional logit softcap).
 """
 import json
 import os
@@ -91,6 +97,8 @@ def load_gpt2(name_or_dir, override_args=None):
                         f"{', '.join(GPT2_NAMES)}, or a local directory holding a Hugging Face GPT-2 "
                         f"checkpoint (config.json + model.safetensors)")
     print(f"loading weights from pretrained gpt: {name_or_dir}")
+    if hf_config.get('model_type') in HF_CLASSES:  # a modern-recipe model export.py wrote
+        return load_rotary_model(hf_config, sd_hf, name_or_dir, override_args)
     model = GPT(GPTConfig(**config_from_hf(hf_config, name_or_dir), **override_args))
     sd = model.state_dict()
     sd_hf = {k.removeprefix('transformer.'): v for k, v in sd_hf.items()
@@ -114,9 +122,39 @@ def load_gpt2(name_or_dir, override_args=None):
 # -----------------------------------------------------------------------------
 # writing
 
+def hf_architecture(config):
+    """The transformers architecture that computes what a GPTConfig does, with no custom code: 'gpt2', 'arcee',
+    'apertus' or 'nanochat'. A switch set none of them computes is a UserError naming what does not fit."""
+    c = config
+    if not (c.rotary or c.rmsnorm or c.qk_norm or c.relu_squared or c.embedding_norm or c.logit_softcap):
+        if not c.tie_embeddings:
+            raise UserError("cannot export: transformers' GPT-2 ties its head to the token embedding, and this "
+                            "model's head is its own (tie_embeddings=False)")
+        return 'gpt2'
+    if not (c.rotary and c.rmsnorm):
+        raise UserError("cannot export: a model with some of the modern switches is exported as Arcee, Apertus or "
+                        "NanoChat, which all have rotary=True and rmsnorm=True; this one has rotary="
+                        f"{c.rotary}, rmsnorm={c.rmsnorm}")
+    if c.embedding_norm:
+        if not (c.qk_norm and not c.bias):
+            raise UserError("cannot export: with embedding_norm=True the architecture is NanoChat, which also has "
+                            f"qk_norm=True and no biases; this model has qk_norm={c.qk_norm}, bias={c.bias}")
+        return 'nanochat'
+    if c.logit_softcap:
+        raise UserError("cannot export: of the architectures with an ungated MLP only NanoChat softcaps its logits, "
+                        "and NanoChat normalises its embeddings (embedding_norm=True), which this model does not")
+    if c.qk_norm:
+        if c.bias:
+            raise UserError("cannot export: with qk_norm=True the architecture is Apertus, whose MLP has no biases; "
+                            "this model has bias=True")
+        return 'apertus'
+    return 'arcee'
+
+
 def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1):
     """
-    Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained(out_dir) loads.
+    Write config.json + model.safetensors that transformers' AutoModelForCausalLM.from_pretrained(out_dir) loads:
+    GPT2LMHeadModel for GPT-2's recipe, else the architecture hf_architecture names (save_rotary_model).
     A vocabulary padded to 50304 (nanoGPT's default, for speed) is cropped to GPT-2's real 50257 rows: the
     padding rows are never produced by the tokenizer. Other vocabularies (e.g. a character-level one) are
     written as they are. A model trained with bias=False gets zero biases, which compute the same function.
@@ -125,6 +163,9 @@ def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1):
     from safetensors.torch import save_file
     c = model.config
     vocab = GPT2_VOCAB_SIZE if c.vocab_size == 50304 else c.vocab_size
+    architecture = hf_architecture(c)
+    if architecture != 'gpt2':
+        return save_rotary_model(model, out_dir, architecture, vocab, eos_token_id)
     sd = {}
     for key, w in model.state_dict().items():
         if key == 'lm_head.weight':
@@ -150,7 +191,126 @@ def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1):
         scale_attn_weights=True, use_cache=True, tie_word_embeddings=True,
         bos_token_id=eos_token_id, eos_token_id=eos_token_id)
     _write_json(os.path.join(out_dir, 'config.json'), hf_config)
-    generation = dict(max_length=c.block_size, do_sample=False)
+    _write_generation_config(out_dir, c.block_size, eos_token_id)
+
+
+HF_CLASSES = {'arcee': ('ArceeForCausalLM', 'input_layernorm', 'post_attention_layernorm'),
+              'apertus': ('ApertusForCausalLM', 'attention_layernorm', 'feedforward_layernorm'),
+              'nanochat': ('NanoChatForCausalLM', None, None)}  # NanoChat's norms have no weights
+
+
+def save_rotary_model(model, out_dir, architecture, vocab, eos_token_id):
+    """A modern-recipe model as Arcee, Apertus or NanoChat (see hf_architecture): c_attn split into q, k and v, the
+    parameter-free norms as gains of one where the architecture has gains. NanoChat turns each rotary pair the
+    other way (its rotate_half is (x2, -x1)); turning the two halves of every head's q and k rows around makes its
+    rotation this repo's, and q k^T (and the parameter-free QK-norm) do not see the order of a head's channels."""
+    from safetensors.torch import save_file
+    c = model.config
+    hs = c.n_embd // c.n_head
+    class_name, norm_1, norm_2 = HF_CLASSES[architecture]
+    mlp_in, mlp_out = ('fc1', 'fc2') if architecture == 'nanochat' else ('up_proj', 'down_proj')
+    src = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    ones = lambda n: torch.ones(n)
+
+    def halves_swapped(w):  # (n_embd, ...) rows grouped by head: each head's two halves exchanged
+        return w.view(c.n_head, 2, hs // 2, *w.shape[1:]).flip(1).reshape(w.shape)
+
+    sd = {'model.embed_tokens.weight': src['transformer.wte.weight'][:vocab]}
+    if not c.tie_embeddings:
+        sd['lm_head.weight'] = src['lm_head.weight'][:vocab]
+    if norm_1 is not None:
+        sd['model.norm.weight'] = ones(c.n_embd)
+    for i in range(c.n_layer):
+        ours, theirs = f'transformer.h.{i}.', f'model.layers.{i}.'
+        for kind in ('weight', 'bias') if c.bias else ('weight',):
+            q, k, v = src[ours + f'attn.c_attn.{kind}'].split(c.n_embd, dim=0)
+            if architecture == 'nanochat':
+                q, k = halves_swapped(q), halves_swapped(k)
+            sd.update({theirs + f'self_attn.q_proj.{kind}': q, theirs + f'self_attn.k_proj.{kind}': k,
+                       theirs + f'self_attn.v_proj.{kind}': v,
+                       theirs + f'self_attn.o_proj.{kind}': src[ours + f'attn.c_proj.{kind}'],
+                       theirs + f'mlp.{mlp_in}.{kind}': src[ours + f'mlp.c_fc.{kind}'],
+                       theirs + f'mlp.{mlp_out}.{kind}': src[ours + f'mlp.c_proj.{kind}']})
+        if norm_1 is not None:
+            sd.update({theirs + f'{norm_1}.weight': ones(c.n_embd), theirs + f'{norm_2}.weight': ones(c.n_embd)})
+        if architecture == 'apertus':
+            sd.update({theirs + 'self_attn.q_norm.weight': ones(hs), theirs + 'self_attn.k_norm.weight': ones(hs)})
+    os.makedirs(out_dir, exist_ok=True)
+    save_file({k: w.contiguous() for k, w in sd.items()}, os.path.join(out_dir, 'model.safetensors'),
+              metadata={'format': 'pt'})
+    from model import RMSNorm
+    hf_config = dict(
+        architectures=[class_name], model_type=architecture, vocab_size=vocab, hidden_size=c.n_embd,
+        intermediate_size=4 * c.n_embd, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
+        num_key_value_heads=c.n_head, head_dim=hs, max_position_embeddings=c.block_size,
+        hidden_act='relu2' if c.relu_squared else 'gelu_pytorch_tanh', rms_norm_eps=RMSNorm.eps,
+        rope_parameters={'rope_type': 'default', 'rope_theta': c.rotary_base}, attention_bias=c.bias,
+        attention_dropout=0.0, initializer_range=0.02, use_cache=True, tie_word_embeddings=c.tie_embeddings,
+        bos_token_id=eos_token_id, eos_token_id=eos_token_id, pad_token_id=None)
+    if architecture == 'arcee':
+        hf_config['mlp_bias'] = c.bias
+    if architecture == 'nanochat':
+        hf_config['final_logit_softcapping'] = c.logit_softcap or None
+    _write_json(os.path.join(out_dir, 'config.json'), hf_config)
+    _write_generation_config(out_dir, c.block_size, eos_token_id)
+
+
+def load_rotary_model(hf, sd, where, override_args):
+    """The GPT an Arcee, Apertus or NanoChat directory holds, when it is one this repo's switches compute (as
+    save_rotary_model writes them): the inverse of save_rotary_model, refusing what GPTConfig cannot express."""
+    architecture, n_embd, n_head = hf['model_type'], hf['hidden_size'], hf['num_attention_heads']
+    hs = n_embd // n_head
+    mlp_in, mlp_out = ('fc1', 'fc2') if architecture == 'nanochat' else ('up_proj', 'down_proj')
+    rope = hf.get('rope_parameters') or {}
+    checks = [
+        (hf.get('num_key_value_heads', n_head) == n_head, "grouped keys and values (num_key_value_heads)"),
+        (hf.get('head_dim') in (None, hs), f"head_dim {hf.get('head_dim')} (only hidden_size / heads)"),
+        (hf['intermediate_size'] == 4 * n_embd, f"intermediate_size {hf['intermediate_size']} (only 4 * hidden_size)"),
+        (hf.get('hidden_act') in ('relu2', 'gelu_pytorch_tanh', 'gelu_new'), f"hidden_act {hf.get('hidden_act')!r}"),
+        (rope.get('rope_type', 'default') == 'default', f"rope_type {rope.get('rope_type')!r}"),
+        (abs(hf.get('rms_norm_eps', 1e-6) - 1e-6) < 1e-12, "an rms_norm_eps other than 1e-6"),
+        (all((w == 1).all() for k, w in sd.items() if k.endswith('norm.weight')), "RMSNorm gains other than one"),
+        (hf.get('attention_bias', False) == hf.get('mlp_bias', hf.get('attention_bias', False)),
+         "biases in attention but not the MLP, or the other way"),
+    ]
+    for ok, what in checks:
+        if not ok:
+            raise UserError(f"{where}: this {architecture} model has {what}, which this repo's model does not "
+                            f"compute; it reads back the {architecture} directories export.py writes")
+    bias = bool(hf.get('attention_bias', False))
+    config = GPTConfig(n_layer=hf['num_hidden_layers'], n_head=n_head, n_embd=n_embd, vocab_size=hf['vocab_size'],
+                       block_size=hf['max_position_embeddings'], bias=bias, rotary=True,
+                       rotary_base=float(rope.get('rope_theta', 10000.0)), rmsnorm=True,
+                       qk_norm=architecture in ('apertus', 'nanochat'), relu_squared=hf['hidden_act'] == 'relu2',
+                       tie_embeddings=bool(hf.get('tie_word_embeddings', False)),
+                       logit_softcap=float(hf.get('final_logit_softcapping') or 0.0),
+                       embedding_norm=architecture == 'nanochat', **override_args)
+    model = GPT(config)
+
+    def halves_swapped(w):  # its own inverse: see save_rotary_model
+        return w.view(n_head, 2, hs // 2, *w.shape[1:]).flip(1).reshape(w.shape)
+
+    ours = {'transformer.wte.weight': sd['model.embed_tokens.weight']}
+    if not config.tie_embeddings:
+        ours['lm_head.weight'] = sd['lm_head.weight']
+    for i in range(config.n_layer):
+        a, b = f'transformer.h.{i}.', f'model.layers.{i}.'
+        for kind in ('weight', 'bias') if bias else ('weight',):
+            q, k = sd[b + f'self_attn.q_proj.{kind}'], sd[b + f'self_attn.k_proj.{kind}']
+            if architecture == 'nanochat':
+                q, k = halves_swapped(q), halves_swapped(k)
+            ours.update({a + f'attn.c_attn.{kind}': torch.cat([q, k, sd[b + f'self_attn.v_proj.{kind}']]),
+                         a + f'attn.c_proj.{kind}': sd[b + f'self_attn.o_proj.{kind}'],
+                         a + f'mlp.c_fc.{kind}': sd[b + f'mlp.{mlp_in}.{kind}'],
+                         a + f'mlp.c_proj.{kind}': sd[b + f'mlp.{mlp_out}.{kind}']})
+    if config.tie_embeddings:
+        ours['lm_head.weight'] = ours['transformer.wte.weight']
+    model.load_state_dict(ours)
+    return model
+
+
+def _write_generation_config(out_dir, block_size, eos_token_id):
+    generation = dict(max_length=block_size, do_sample=False)
     if eos_token_id is not None:
         generation.update(bos_token_id=eos_token_id, eos_token_id=eos_token_id)
     _write_json(os.path.join(out_dir, 'generation_config.json'), generation)

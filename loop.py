@@ -88,8 +88,8 @@ def train_step(model, optimizer, batches, *, scaler, micro_steps, ctx, grad_clip
     rank's mean loss as a 0-dim tensor (no host sync here: call .item() only when logging). Clipping works
     on FSDP's sharded gradients too: clip_grad_norm_ takes the norm over every shard.
     """
-    for group in optimizer.param_groups:
-        group['lr'] = lr
+    for group in optimizer.param_groups:  # lr_ratio: a group's own learning rate over the schedule's
+        group['lr'] = lr * group.get('lr_ratio', 1.0)
     total = torch.zeros((), device=next(model.parameters()).device)
     for micro in range(micro_steps):
         x, y = next(batches)

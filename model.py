@@ -7,6 +7,10 @@ Conv1D transpose. References:
 1) OpenAI's GPT-2 release (TensorFlow): https://github.com/openai/gpt-2/blob/master/src/model.py
 2) Hugging Face transformers' GPT-2: https://github.com/huggingface/transformers/blob/main/src/transformers/models/gpt2/modeling_gpt2.py
 
+Beside GPT-2, the modern recipe (rotary positions, QK-norm, RMSNorm, ReLU^2, an untied head, a logit softcap,
+zero-initialised projections, a normalised embedding): GPTConfig switches, all off by default, when the model
+computes GPT-2 exactly as before. config/train_shakespeare_char_cpu_modern.py turns them on.
+
 Depends on torch only; reading and writing Hugging Face directories is hf.py's.
 """
 import inspect
@@ -25,6 +29,8 @@ GPT2_NAMES = {  # hub name -> architecture; every one has vocab 50257 and contex
     'gpt2-xl':     dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M params
 }
 GPT2_VOCAB_SIZE = 50257
+RECIPE_FIELDS = ('rotary', 'rotary_base', 'qk_norm', 'rmsnorm', 'relu_squared', 'tie_embeddings', 'logit_softcap',
+                 'zero_init_proj', 'embedding_norm')  # GPTConfig's modern switches, which train.py and bench.py set
 
 
 @dataclass
@@ -36,6 +42,17 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, like GPT-2; False is a bit better and faster
+    # The modern recipe (nanochat, modded-nanogpt; config/*_modern.py turns it on), one switch per idea so that each
+    # can be measured alone. All off is GPT-2, computed exactly as before.
+    rotary: bool = False  # rotary position embeddings on q and k (RoFormer) instead of learned positions (wpe)
+    rotary_base: float = 10000.0  # rotary's theta: pair i of a head turns by position * base^(-2i / head_size)
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys (parameter-free) before the dot product
+    rmsnorm: bool = False  # parameter-free RMSNorm instead of LayerNorm (ln_1, ln_2, ln_f)
+    relu_squared: bool = False  # the MLP's nonlinearity is relu(x)^2 instead of GELU
+    tie_embeddings: bool = True  # lm_head is wte's matrix, as in GPT-2; False gives the head its own
+    logit_softcap: float = 0.0  # > 0: logits = softcap * tanh(logits / softcap), which bounds them (nanochat: 15)
+    zero_init_proj: bool = False  # the residual-writing projections (and an untied lm_head) start at zero
+    embedding_norm: bool = False  # normalise the embeddings before the first block (nanochat, modded-nanogpt)
 
     def __post_init__(self):
         for name in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd'):
@@ -46,6 +63,13 @@ class GPTConfig:
                              f"each head gets n_embd // n_head channels")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.rotary and (self.n_embd // self.n_head) % 2 != 0:
+            raise ValueError(f"rotary=True turns pairs of channels, so the head size n_embd // n_head must be even, "
+                             f"got {self.n_embd} // {self.n_head} = {self.n_embd // self.n_head}")
+        if not self.rotary_base > 1.0:
+            raise ValueError(f"rotary_base must be > 1, got {self.rotary_base}")
+        if not self.logit_softcap >= 0.0:
+            raise ValueError(f"logit_softcap must be >= 0 (0 = off), got {self.logit_softcap}")
 
 
 # On a CPU, the backward of torch's fused attention kernel is slow in bf16/fp16 at short context: for the
@@ -73,6 +97,44 @@ def explicit_causal_attention(q, k, v, dropout_p=0.0):
     return att @ v  # (B, nh, T, hs); under autocast the matmul casts att back to v's dtype
 
 
+class RMSNorm(nn.Module):
+    """x / rms(x) over the last dimension, with no gain or bias (nanochat's): it has no parameters."""
+
+    eps = 1e-6
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.size(-1),), eps=self.eps)
+
+
+def make_norm(config):
+    return RMSNorm() if config.rmsnorm else nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+def rotary_tables(start, length, head_size, base):
+    """cos and sin (length, head_size // 2) of the angles position * base^(-2i / head_size) for positions
+    [start, start + length). The angles are taken in float64, then rounded: in float32 a position in the tens of
+    thousands (generation slides past block_size without end) would lose its angle to ~1e-3 rad."""
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)  # (hs/2,)
+    angles = torch.arange(start, start + length, dtype=torch.float64)[:, None] * inv_freq  # (length, hs/2)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x, cos, sin):
+    """Turn channel pairs (i, i + hs/2) of x (B, nh, T, hs) by the angles of cos, sin (T, hs/2): Llama's (and
+    GPT-NeoX's) layout, so that q k^T then depends on the two positions only through their distance."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+def sliding_window_mask(T, window, device):
+    """(T, T) bool, True where query i may attend key j: j <= i and i - j < window. A rotary model forwarding more
+    than block_size tokens attends, in every layer, to its last block_size positions (what the sliding cache does)."""
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(T, device=device)[None, :]
+    return (j <= i) & (i - j < window)
+
+
 class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
@@ -84,23 +146,33 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
+        self.qk_norm = config.qk_norm
+        self.window = config.block_size
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, rotary=None):
+        """x (B, T, C); rotary: (cos, sin) of the T positions, for rotary models."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         hs = C // self.n_head
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
+        if self.qk_norm:  # parameter-free, so it commutes with the rotation below
+            q, k = F.rms_norm(q, (hs,), eps=RMSNorm.eps), F.rms_norm(k, (hs,), eps=RMSNorm.eps)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         causal = True
         if cache is not None:
-            # keys/values of earlier positions come from the cache; k, v become (B, nh, pos+T, hs)
+            # keys/values of earlier positions come from the cache: k, v become (B, nh, cached + T, hs)
             k, v = cache.update(k, v)
             # one new query attends to every cached position; a prefill from an empty cache is causal
             causal = T > 1
             assert not (causal and k.size(2) != T), "a multi-token step must start from an empty cache"
         dropout_p = self.dropout if self.training else 0.0
-        if causal and prefers_explicit_attention(q):
+        if causal and T > self.window:  # only a rotary model gets here (GPT-2's positions end at block_size)
+            mask = sliding_window_mask(T, self.window, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        elif causal and prefers_explicit_attention(q):
             y = explicit_causal_attention(q, k, v, dropout_p)
         else:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
@@ -113,48 +185,72 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.relu_squared = config.relu_squared
         self.gelu = nn.GELU(approximate='tanh')  # GPT-2's gelu ("gelu_new" in transformers)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.c_fc(x)
+        h = F.relu(h).square() if self.relu_squared else self.gelu(h)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None):
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(self, x, cache=None, rotary=None):
+        x = x + self.attn(self.ln_1(x), cache, rotary)
         x = x + self.mlp(self.ln_2(x))
         return x
 
 
 class LayerCache:
-    """Keys and values of one layer for positions [0, length): buffers (B, nh, max_len, hs)."""
+    """
+    Keys and values of one layer, in buffers (B, nh, max_len, hs) allocated on first use.
+    GPT-2 (absolute positions): positions [0, length), and it is full at max_len.
+    sliding=True (rotary models, whose keys carry their positions in their rotation): the last max_len positions,
+    position p in slot p % max_len. Attention over a set of keys does not depend on their order, so a new token
+    overwrites the oldest one and the window slides forever without moving anything.
+    """
 
-    def __init__(self, max_len):
+    def __init__(self, max_len, sliding=False):
         self.max_len = max_len
+        self.sliding = sliding
         self.k = self.v = None
-        self.length = 0
+        self.length = 0  # positions seen
 
     def update(self, k, v):
+        """Store the new k, v (B, nh, T, hs); returns every key and value they attend to."""
         if self.k is None:  # allocated on first use, in the dtype autocast gives k and v
             B, nh, _, hs = k.shape
             self.k = k.new_empty(B, nh, self.max_len, hs)
             self.v = v.new_empty(B, nh, self.max_len, hs)
-        end = self.length + k.size(2)
-        assert end <= self.max_len, "the cache is full: the caller must rebuild it"
-        self.k[:, :, self.length:end] = k
-        self.v[:, :, self.length:end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        T = k.size(2)
+        if not self.sliding:
+            end = self.length + T
+            assert end <= self.max_len, "the cache is full: the caller must rebuild it"
+            self.k[:, :, self.length:end] = k
+            self.v[:, :, self.length:end] = v
+            self.length = end
+            return self.k[:, :, :end], self.v[:, :, :end]
+        if T > 1:  # a prefill (from an empty cache) attends to its own k, v; the last max_len of them are kept
+            n = min(T, self.max_len)
+            slots = torch.arange(T - n, T, device=k.device) % self.max_len
+            self.k[:, :, slots], self.v[:, :, slots] = k[:, :, T - n:], v[:, :, T - n:]
+            self.length = T
+            return k, v
+        slot = self.length % self.max_len  # the oldest position's, once the window is full
+        self.k[:, :, slot], self.v[:, :, slot] = k[:, :, 0], v[:, :, 0]
+        self.length += 1
+        n = min(self.length, self.max_len)
+        return self.k[:, :, :n], self.v[:, :, :n]
 
 
 class GPT(nn.Module):
@@ -162,25 +258,38 @@ class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if not config.rotary:  # rotary models turn q and k by their positions instead
+            modules['wpe'] = nn.Embedding(config.block_size, config.n_embd)
+        if config.embedding_norm:
+            modules['ln_e'] = make_norm(config)
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
+            **modules,
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=make_norm(config),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.activation_checkpointing = False  # a training choice, not the architecture: set by train.py / bench.py
-        # weight tying (https://paperswithcode.com/method/weight-tying): the output projection is the
-        # token embedding, as in GPT-2; the state_dict still lists both keys, like nanoGPT's
-        self.transformer.wte.weight = self.lm_head.weight
+        if config.tie_embeddings:
+            # weight tying (https://paperswithcode.com/method/weight-tying): the output projection is the
+            # token embedding, as in GPT-2; the state_dict still lists both keys, like nanoGPT's
+            self.transformer.wte.weight = self.lm_head.weight
+        if config.rotary:  # the angles of positions [0, block_size), which training reads; not saved in checkpoints
+            cos, sin = rotary_tables(0, config.block_size, config.n_embd // config.n_head, config.rotary_base)
+            self.register_buffer('rotary_cos', cos, persistent=False)
+            self.register_buffer('rotary_sin', sin, persistent=False)
 
         self.apply(self._init_weights)
         # GPT-2 scales the init of the projections that write into the residual stream by
-        # 1/sqrt(2 * n_layer): each of the 2 * n_layer residual additions then adds comparable variance
+        # 1/sqrt(2 * n_layer): each of the 2 * n_layer residual additions then adds comparable variance.
+        # zero_init_proj starts them at zero instead (modded-nanogpt): every block begins as the identity.
         for name, p in self.named_parameters():
-            if name.endswith('c_proj.weight'):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            if name.endswith('c_proj.weight') or (name == 'lm_head.weight' and not config.tie_embeddings):
+                if config.zero_init_proj:
+                    torch.nn.init.zeros_(p)
+                elif name.endswith('c_proj.weight'):
+                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
         print(f"number of parameters: {self.get_num_params() / 1e6:.2f}M")
 
     def _init_weights(self, module):
@@ -192,32 +301,57 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def get_num_params(self, non_embedding=True):
-        """Parameter count. With non_embedding, the position embeddings are left out; the token
-        embeddings stay in because they are also the output layer (tied weights)."""
+        """Parameter count. With non_embedding, the embedding lookups are left out: the position embeddings,
+        and the token embeddings unless they are also the output layer (tied weights)."""
         n_params = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n_params -= self.transformer.wpe.weight.numel()
+            if 'wpe' in self.transformer:
+                n_params -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n_params -= self.transformer.wte.weight.numel()
         return n_params
+
+    def rotary_for(self, start, T):
+        """(cos, sin) (T, hs/2) of positions [start, start + T): the table's rows, or beyond block_size (generation
+        sliding past the context) the same float64 formula, on the CPU and moved over."""
+        if start + T <= self.config.block_size:
+            return self.rotary_cos[start:start + T], self.rotary_sin[start:start + T]
+        c = self.config
+        cos, sin = rotary_tables(start, T, c.n_embd // c.n_head, c.rotary_base)
+        return cos.to(self.rotary_cos.device), sin.to(self.rotary_sin.device)
 
     def hidden_states(self, idx, caches=None):
         """The final hidden states (B, T, C) of idx (B, T), after ln_f: what lm_head reads (and what a value
         or reward head reads, see ppo.py). caches: as in forward."""
         B, T = idx.size()
         start = caches[0].length if caches is not None else 0
-        if start + T > self.config.block_size:
-            raise ValueError(f"cannot forward a sequence of length {start + T}: the model's "
-                             f"block_size (context length) is {self.config.block_size}; crop the input "
-                             f"to its last {self.config.block_size} tokens")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if self.config.rotary:  # any length: past block_size each layer attends to the last block_size positions
+            rotary = self.rotary_for(start, T)
+        else:
+            if start + T > self.config.block_size:
+                raise ValueError(f"cannot forward a sequence of length {start + T}: the model's "
+                                 f"block_size (context length) is {self.config.block_size}; crop the input "
+                                 f"to its last {self.config.block_size} tokens")
+            rotary = None
+            x = x + self.transformer.wpe(torch.arange(start, start + T, dtype=torch.long, device=idx.device))
+        if self.config.embedding_norm:
+            x = self.transformer.ln_e(x)
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             if self.activation_checkpointing and self.training and torch.is_grad_enabled():
                 # keep only the block's input; its activations are recomputed in the backward (the same dropout
                 # masks: checkpoint restores the RNG state), ~1/3 more compute for a fraction of the memory
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, None, rotary, use_reentrant=False)
             else:
-                x = block(x, caches[i] if caches is not None else None)
+                x = block(x, caches[i] if caches is not None else None, rotary)
         return self.transformer.ln_f(x)
+
+    def logits(self, x):
+        """lm_head on hidden states x (..., C), softcapped when the model is: (..., vocab)."""
+        logits = self.lm_head(x)
+        cap = self.config.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap > 0 else logits
 
     def forward(self, idx, targets=None, all_logits=False, caches=None):
         """
@@ -229,10 +363,10 @@ class GPT(nn.Module):
         """
         x = self.hidden_states(idx, caches)  # (B, T, C)
         if targets is not None:
-            logits = self.lm_head(x)
+            logits = self.logits(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         else:
-            logits = self.lm_head(x if all_logits else x[:, [-1], :])
+            logits = self.logits(x if all_logits else x[:, [-1], :])
             loss = None
         return logits, loss
 
@@ -241,7 +375,12 @@ class GPT(nn.Module):
         if not 0 < block_size <= self.config.block_size:
             raise ValueError(f"block_size can only shrink: asked {block_size}, model has {self.config.block_size}")
         self.config.block_size = block_size
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        for block in self.transformer.h:
+            block.attn.window = block_size
+        if self.config.rotary:
+            self.rotary_cos, self.rotary_sin = self.rotary_cos[:block_size], self.rotary_sin[:block_size]
+        else:
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     # ----------------------------------------------------------------------------------------
     # Hugging Face GPT-2 directories (the conversion lives in hf.py)
@@ -263,19 +402,34 @@ class GPT(nn.Module):
     # ----------------------------------------------------------------------------------------
     # training helpers
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW with weight decay on matrices and embeddings (2+ dims) only, not on biases and
-        LayerNorm gains; the fused kernel where this torch has one for the device."""
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer='adamw', muon_lr=0.02,
+                             muon_momentum=0.95):
+        """AdamW with weight decay on matrices and embeddings (2+ dims) only, not on biases and norm gains; the
+        fused kernel where this torch has one for the device. optimizer='muon': the blocks' 2-D weights go to Muon
+        at muon_lr instead (optim.py), the rest stay with AdamW at learning_rate; every group's 'lr_ratio' is its
+        learning rate over learning_rate, which the schedule then scales alike."""
         params = [p for p in self.parameters() if p.requires_grad]  # tied weights appear once
-        decay = [p for p in params if p.dim() >= 2]
+        matrices = ({id(p) for p in self.transformer.h.parameters() if p.dim() == 2} if optimizer == 'muon' else
+                    set())
+        decay = [p for p in params if p.dim() >= 2 and id(p) not in matrices]
         no_decay = [p for p in params if p.dim() < 2]
-        groups = [{'params': decay, 'weight_decay': weight_decay},
-                  {'params': no_decay, 'weight_decay': 0.0}]
+        groups = [{'params': decay, 'weight_decay': weight_decay, 'lr_ratio': 1.0},
+                  {'params': no_decay, 'weight_decay': 0.0, 'lr_ratio': 1.0}]
         print(f"num decayed parameter tensors: {len(decay)}, with {sum(p.numel() for p in decay):,} parameters")
         print(f"num non-decayed parameter tensors: {len(no_decay)}, with {sum(p.numel() for p in no_decay):,} parameters")
         fused = 'fused' in inspect.signature(torch.optim.AdamW).parameters and device_type in ('cuda', 'cpu')
         print(f"using fused AdamW: {fused}")
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if fused else {}))
+        adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if fused else {}))
+        if optimizer == 'adamw':
+            return adamw
+        if optimizer != 'muon':
+            raise ValueError(f"optimizer must be 'adamw' or 'muon', got {optimizer!r}")
+        from optim import Muon, MuonAdamW
+        muon_params = [p for p in params if id(p) in matrices]
+        print(f"Muon for {len(muon_params)} block matrices, with {sum(p.numel() for p in muon_params):,} parameters")
+        muon = Muon([{'params': muon_params, 'lr_ratio': muon_lr / learning_rate}], lr=muon_lr,
+                    weight_decay=weight_decay, momentum=muon_momentum, nesterov=True, adjust_lr_fn='original')
+        return MuonAdamW(muon, adamw)
 
     def flops_per_token(self, seq_len=None):
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N for the weights
@@ -300,21 +454,29 @@ class GPT(nn.Module):
         """
         Yield new tokens one step at a time, each (B, 1), continuing the prompts idx (B, T).
         With use_cache, the prompt is processed once and each new token costs a forward pass over
-        one position. GPT-2's positions are absolute: once the sequence outgrows block_size, the
-        window slides and every token's position changes, so from then on each step recomputes the
-        last block_size tokens, exactly as a plain full-context loop does.
+        one position.
+        Past block_size: GPT-2's positions are absolute, so once the sequence outgrows block_size the
+        window slides and every token's position changes; from then on each step recomputes the last
+        block_size tokens, exactly as a plain full-context loop does. A rotary model's attention depends
+        only on distances, so it slides instead: each layer attends to its last block_size positions, and
+        the cache drops the oldest keys (LayerCache(sliding=True)), one position per token however long the
+        text. Without the cache the same thing is recomputed from the tokens it can depend on: every layer
+        reaches block_size - 1 further back, so n_layer * (block_size - 1) + 1 of them (not only the last
+        block_size, whose first tokens would lose the context the cached keys were computed with).
         """
         block_size = self.config.block_size
+        rotary = self.config.rotary
+        reach = self.config.n_layer * (block_size - 1) + 1 if rotary else block_size
         caches, fed = None, None  # fed: how many tokens of idx the caches hold
         for _ in range(max_new_tokens):
-            if use_cache and idx.size(1) <= block_size:
+            if use_cache and (rotary or idx.size(1) <= block_size):
                 if caches is None:
-                    caches = [LayerCache(block_size) for _ in self.transformer.h]
+                    caches = [LayerCache(block_size, sliding=rotary) for _ in self.transformer.h]
                     fed = 0
                 logits, _ = self(idx[:, fed:], caches=caches)
                 fed = idx.size(1)
             else:
-                logits, _ = self(idx[:, -block_size:])
+                logits, _ = self(idx[:, -reach:])
             next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
             idx = torch.cat((idx, next_id), dim=1)
             yield next_id

@@ -46,7 +46,7 @@ class ScalarHeadGPT(nn.Module):
         """idx (B, T), positions (B, K) -> logits (B, K, V) (None unless logits) and scalars (B, K), both
         read from the hidden states at those positions only (the lm_head matmul is the largest)."""
         h = at_positions(self.gpt.hidden_states(idx), positions)  # (B, K, C)
-        return (self.gpt.lm_head(h) if logits else None), self.head(h).squeeze(-1)
+        return (self.gpt.logits(h) if logits else None), self.head(h).squeeze(-1)
 
 
 def completion_positions(starts, n):
@@ -66,7 +66,7 @@ def token_logprobs(logits, tokens):
 def completion_logprobs(gpt, seq, starts, n):
     """log-probabilities (B, n) of the completion tokens under a plain GPT (e.g. the frozen reference)."""
     pos = completion_positions(starts, n)
-    return token_logprobs(gpt.lm_head(at_positions(gpt.hidden_states(seq), pos)), seq.gather(1, pos + 1))[0]
+    return token_logprobs(gpt.logits(at_positions(gpt.hidden_states(seq), pos)), seq.gather(1, pos + 1))[0]
 
 
 # -----------------------------------------------------------------------------

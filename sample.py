@@ -77,7 +77,7 @@ if not start_ids:
     raise UserError("the prompt is empty: pass some text with --start=... (GPT-2 models also take "
                     "--start='<|endoftext|>')")
 block_size = model.config.block_size
-if len(start_ids) > block_size:
+if len(start_ids) > block_size and not model.config.rotary:  # a rotary model's window slides over any prompt
     raise UserError(f"the prompt is {len(start_ids)} tokens but the model's context is {block_size}: "
                     f"shorten it (the model could only see its last {block_size} tokens)")
 x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, :]  # (1, T)

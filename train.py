@@ -52,7 +52,20 @@ n_head = 12
 n_embd = 768
 dropout = 0.0  # 0 for pretraining is good, try 0.1+ for finetuning
 bias = False  # biases inside LayerNorm and Linear layers?
-# adamw optimizer
+# the modern recipe, each switch on its own (model.py's GPTConfig; config/*_modern.py turns them on); all off is GPT-2
+rotary = False  # rotary position embeddings instead of learned ones
+rotary_base = 10000.0
+qk_norm = False  # RMS-normalise queries and keys per head
+rmsnorm = False  # parameter-free RMSNorm instead of LayerNorm
+relu_squared = False  # relu(x)^2 in the MLP instead of GELU
+tie_embeddings = True  # lm_head shares the token embedding's matrix
+logit_softcap = 0.0  # > 0: logits = softcap * tanh(logits / softcap)
+zero_init_proj = False  # residual-writing projections (and an untied head) start at zero
+embedding_norm = False  # normalise the embeddings before the first block
+# optimizer: 'adamw', or 'muon' (Muon for the blocks' 2-D weights at muon_lr, AdamW for the rest at learning_rate)
+optimizer = 'adamw'
+muon_lr = 0.02
+muon_momentum = 0.95
 learning_rate = 6e-4  # max learning rate
 max_iters = 600000  # total number of optimizer steps
 weight_decay = 1e-1
@@ -85,8 +98,12 @@ require(globals(), 'max_iters', 'warmup_iters', at_least=0)
 require(globals(), 'learning_rate', above=0)
 require(globals(), 'min_lr', 'grad_clip', 'weight_decay', at_least=0)
 require(globals(), 'beta1', 'beta2', 'dropout', at_least=0, below=1)
+require(globals(), 'muon_lr', above=0)
+require(globals(), 'muon_momentum', at_least=0, below=1)
 if parallelism not in ('ddp', 'fsdp'):
     raise UserError(f"parallelism must be 'ddp' or 'fsdp', got '{parallelism}'")
+if optimizer not in ('adamw', 'muon'):
+    raise UserError(f"optimizer must be 'adamw' or 'muon', got '{optimizer}'")
 # -----------------------------------------------------------------------------
 # the rest is imported only now, the settings checked: importing torch takes seconds, a typo's error line does not
 import torch  # noqa: E402
@@ -99,6 +116,7 @@ import loop  # noqa: E402
 from checkpoint import (check_vocabulary, claim_out_dir, load_model, make_checkpoint, new_model,  # noqa: E402
                         recorded_tokenizer, save_checkpoint, weights_are_finite)
 from eval_tasks import read_choices, score_choices  # noqa: E402
+from model import RECIPE_FIELDS  # noqa: E402
 from tokenizer import dataset_dir, for_dataset  # noqa: E402
 
 # various inits, derived attributes, I/O setup
@@ -120,6 +138,9 @@ if distributed and gradient_accumulation_steps % int(os.environ['WORLD_SIZE']) !
 if fsdp and eval_iters % int(os.environ['WORLD_SIZE']) != 0:  # every shard takes part in every forward
     raise UserError(f"with --parallelism=fsdp eval_iters ({eval_iters}) must be divisible by the number of processes "
                     f"({os.environ['WORLD_SIZE']}), so that every process runs the same evaluation forwards")
+if fsdp and optimizer == 'muon':  # Newton-Schulz needs each whole matrix, which FSDP splits over the ranks
+    raise UserError("--optimizer=muon does not run under --parallelism=fsdp: train with --parallelism=ddp (or one "
+                    "process), or with --optimizer=adamw")
 if fsdp and eval_hellaswag:
     raise UserError("--eval_hellaswag=True does not run under --parallelism=fsdp yet: score the saved checkpoints "
                     "with eval_tasks.py (under torchrun too), or train with --parallelism=ddp")
@@ -154,7 +175,8 @@ if init_from == 'scratch':
     if master_process:
         print("Initializing a new model from scratch")
     model = new_model(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                      vocab_size=meta_vocab_size if meta_vocab_size is not None else 50304, dropout=dropout)
+                      vocab_size=meta_vocab_size if meta_vocab_size is not None else 50304, dropout=dropout,
+                      **{k: config[k] for k in RECIPE_FIELDS})
 else:
     if master_process:
         print(f"Initializing from {init_from} ({out_dir} checkpoint)" if init_from == 'resume' else
@@ -184,8 +206,14 @@ if fsdp:  # before the optimizer, which then holds the shards
 
 # initialize a GradScaler; if enabled=False (any dtype but float16) it is a no-op
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-if checkpoint is not None:
+optimizer_name = optimizer  # the setting; `optimizer` is the optimizer from here on, as in nanoGPT
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer_name,
+                                       muon_lr, muon_momentum)
+if checkpoint is not None and not eval_only:  # an evaluation needs no optimizer state
+    saved_with = 'muon' if set(checkpoint['optimizer']) == {'muon', 'adamw'} else 'adamw'
+    if saved_with != optimizer_name:
+        raise UserError(f"{out_dir}/ckpt.pt was trained with optimizer='{saved_with}': resume it with "
+                        f"--optimizer={saved_with}")
     if fsdp:
         sharding.load_optimizer(model, optimizer, checkpoint['optimizer'])
     else:

@@ -32,6 +32,13 @@ def run_script(*args, cwd=REPO, timeout=600, check=True, env=None):
     return proc
 
 
+@pytest.fixture(autouse=True, scope='session')
+def one_torch_thread():
+    """In-process tests use one thread too, for script_env's reason: two workers' tiny ops thrash on two cores."""
+    import torch
+    torch.set_num_threads(1)
+
+
 def assert_one_line_error(proc, *fragments):
     """A user error: exit code 2 (configurator's error hook), exactly one `error: ...` line on stderr
     containing every fragment, and no traceback."""

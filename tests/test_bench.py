@@ -75,6 +75,14 @@ def test_bench_real_data_with_accumulation(shakespeare_char):
     figure(r'peak: ([\d.]+) TFLOP/s \(measured: best of [12] (128x128|256x256) float32 matmuls', out)
 
 
+def test_bench_times_a_rotary_model_past_its_context():
+    out = run_script('bench.py', *TINY, '--mode=generate', '--rotary=True', '--gen_tokens=40').stdout
+    cached = figure(r'generate \(cached\): 1 x 40 tokens from a 1-token prompt in [\d.]+ s, ([\d,.]+) tokens/s', out)
+    window = figure(r'generate \(recomputing the window\): 1 x 40 tokens .* ([\d,.]+) tokens/s', out)
+    assert cached > 0 and window > 0
+    assert figure(r'the KV cache is ([\d.]+)x faster than recomputing the window', out) > 0
+
+
 def test_bench_user_errors_are_one_line():
     assert_one_line_error(run_script('bench.py', '--n_layers=2', check=False), "unknown config key 'n_layers'")
     assert_one_line_error(run_script('bench.py', '--mode=fast', check=False), 'mode must be')

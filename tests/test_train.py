@@ -20,6 +20,11 @@ TINY = ['--device=cpu', '--dtype=float32', '--compile=False', '--n_layer=2', '--
         '--learning_rate=3e-3', '--min_lr=3e-4', '--lr_decay_iters=20']
 
 
+# the modern recipe's switches, all on, with Muon (model.py, optim.py)
+MODERN = ['--rotary=True', '--qk_norm=True', '--rmsnorm=True', '--relu_squared=True', '--tie_embeddings=False',
+          '--logit_softcap=15.0', '--zero_init_proj=True', '--embedding_norm=True', '--optimizer=muon', '--muon_lr=0.02']
+
+
 def train(out_dir, *args, check=True, env=None):
     return run_script('train.py', '--dataset=shakespeare_char', f'--out_dir={out_dir}', *TINY, *args,
                       check=check, env=env)
@@ -75,8 +80,10 @@ def test_batches_depend_only_on_seed_and_step(shakespeare_char):
     assert torch.equal(next(later)[0], next(resumed)[0])
 
 
-def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path):
-    common = ['--max_iters=20', '--eval_interval=20', '--gradient_accumulation_steps=4', '--always_save_checkpoint=True']
+@pytest.mark.parametrize('recipe', [[], MODERN], ids=['gpt2', 'modern_muon'])
+def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path, recipe):
+    common = ['--max_iters=20', '--eval_interval=20', '--gradient_accumulation_steps=4', '--always_save_checkpoint=True',
+              *recipe]
     train(tmp_path / 'single', *common)
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py']
     proc = subprocess.run(torchrun + ['--dataset=shakespeare_char', f'--out_dir={tmp_path / "ddp"}', *TINY, *common],
@@ -88,9 +95,11 @@ def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path):
     assert abs(single[-1]['val_loss'] - ddp[-1]['val_loss']) < 1e-5
 
 
-def test_resume_is_bitwise_exact(shakespeare_char, tmp_path):
-    # dropout on, so the resumed run must also restore the random state that draws dropout masks
-    common = ['--max_iters=16', '--eval_interval=4', '--dropout=0.1', '--always_save_checkpoint=True']
+@pytest.mark.parametrize('recipe', [[], MODERN], ids=['gpt2', 'modern_muon'])
+def test_resume_is_bitwise_exact(shakespeare_char, tmp_path, recipe):
+    # dropout on, so the resumed run must also draw the dropout masks it would have drawn; with Muon, its momentum
+    # buffers come back from ckpt.pt too
+    common = ['--max_iters=16', '--eval_interval=4', '--dropout=0.1', '--always_save_checkpoint=True', *recipe]
     full = train(tmp_path / 'full', *common)
     train(tmp_path / 'part', *common, '--max_iters=8')
     resumed = train(tmp_path / 'part', *common, '--init_from=resume')
@@ -177,6 +186,9 @@ def test_bad_input_is_one_clear_line(shakespeare_char, tmp_path):
     (out / 'ckpt.pt').write_bytes(b'PK\x03\x04 this is not a checkpoint')
     assert_one_line_error(train(out, '--init_from=resume', check=False), 'corrupt or truncated')
     assert_one_line_error(train(out, '--init_from=gpt3', check=False), "init_from='gpt3'")
+    train(out, '--max_iters=2', '--eval_interval=2', '--always_save_checkpoint=True')  # an AdamW run, then Muon
+    assert_one_line_error(train(out, '--init_from=resume', '--optimizer=muon', check=False),
+                          "trained with optimizer='adamw'", '--optimizer=adamw')
     # a GPT-2 hub name with no network (conftest sets HF_HUB_OFFLINE) names the local alternative
     assert_one_line_error(train(out, '--init_from=gpt2', check=False), "could not load 'gpt2'",
                           'local Hugging Face GPT-2 directory')

@@ -1,0 +1,92 @@
+"""
+Muon for the blocks' weight matrices and AdamW for everything else, stepped as one optimizer (train.py's
+optimizer='muon'; model.configure_optimizers builds it).
+
+Muon (https://kellerjordan.github.io/posts/muon/) replaces each 2-D weight's momentum-averaged gradient by its
+nearest semi-orthogonal matrix (a few Newton-Schulz iterations), so every direction of the matrix moves at the same
+rate. It is for hidden matrices only: embeddings, the head, gains and biases stay with AdamW, each kind of parameter
+at its own learning rate. The update is torch.optim.Muon's; only where its bfloat16 iteration would be emulated (a
+CPU without avx512_bf16 / AMX, where a bf16 matmul is ~100x slower than float32) does it run in float32 here.
+"""
+import torch
+
+from hardware import cpu_has_native_bf16
+
+
+def newton_schulz(g, coefficients, steps, eps, dtype):
+    """torch.optim.Muon's quintic Newton-Schulz iteration on g (rows, cols), in `dtype`: U S' V^T with S' ~ 1 for
+    g = U S V^T (its singular values land in ~[0.5, 1.5], which trains as well as exactly 1)."""
+    a, b, c = coefficients
+    x = g.to(dtype)
+    if g.size(0) > g.size(1):
+        x = x.T  # the Gram matrix x x^T is then the smaller side
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm = 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if g.size(0) > g.size(1) else x
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon (its arguments, state and state_dict), with the Newton-Schulz iteration in float32 for
+    parameters on a CPU without native bf16; elsewhere torch's own step, in bf16."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        params = [p for group in self.param_groups for p in group['params']]
+        if any(p.device.type != 'cpu' for p in params) or cpu_has_native_bf16():
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:  # the update of torch.optim.Muon, written out
+            lr, momentum = group['lr'], group['momentum']
+            for p in group['params']:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if 'momentum_buffer' not in state:
+                    state['momentum_buffer'] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                buf = state['momentum_buffer']
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group['nesterov'] else buf
+                update = newton_schulz(update, group['ns_coefficients'], group['ns_steps'], group['eps'], p.dtype)
+                p.mul_(1 - lr * group['weight_decay'])
+                p.add_(update, alpha=-torch.optim._muon._adjust_lr(lr, group['adjust_lr_fn'], p.shape))
+        return loss
+
+
+class MuonAdamW:
+    """One optimizer made of a Muon and an AdamW: param_groups lists both's groups (train_step sets their lr from
+    the schedule, times each group's 'lr_ratio'), step and zero_grad do both, and the state_dict holds both."""
+
+    def __init__(self, muon, adamw):
+        self.muon, self.adamw = muon, adamw
+
+    @property
+    def param_groups(self):
+        return self.muon.param_groups + self.adamw.param_groups
+
+    @property
+    def state(self):
+        return {**self.muon.state, **self.adamw.state}
+
+    def step(self, closure=None):
+        assert closure is None, "MuonAdamW steps without a closure"
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none=True):
+        self.muon.zero_grad(set_to_none)
+        self.adamw.zero_grad(set_to_none)
+
+    def state_dict(self):
+        return {'muon': self.muon.state_dict(), 'adamw': self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        if set(state_dict) != {'muon', 'adamw'}:
+            raise ValueError("this optimizer state is not a Muon + AdamW one (optimizer='muon'): it was saved by "
+                             "another optimizer")
+        self.muon.load_state_dict(state_dict['muon'])
+        self.adamw.load_state_dict(state_dict['adamw'])
