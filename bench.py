@@ -11,7 +11,7 @@ $ python bench.py --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_s
 $ python bench.py --mode=generate --n_layer=6 --n_head=6 --n_embd=384 --block_size=1024 --gen_tokens=500
 $ python bench.py --mode=quickstart --nanogpt_dir=../nanoGPT --rounds=3   # the README's CPU figures, beside nanoGPT's
 $ torchrun --standalone --nproc_per_node=2 bench.py --mode=train --parallelism=fsdp   # peak memory per process, sharded
-$ python bench.py --mode=recipes --seeds=1337,1,2 --ablation=True   # GPT-2's recipe against the modern one, on full val
+$ python bench.py --mode=recipes --ablation=True   # GPT-2's recipe against the modern one, 3 seeds, on full val
 """
 import itertools
 import json
@@ -87,9 +87,10 @@ nanogpt_dir = ''  # a clone of karpathy/nanoGPT, to time its own train.py on its
 rounds = 1  # alternating rounds of the runs; medians are printed
 target_val = 1.8857  # the val loss the quickstart must reach: nanoGPT's printed final figure for its command
 # --mode=recipes
-seeds = '1337'  # comma-separated: one round of runs per seed
+seeds = (1337, 1, 2)  # one round of runs per seed (--seeds=1337,1,2; one seed: --seeds=1337,)
 full_val_iters = 1000  # val batches of the final evaluation of every run (the runs themselves print 20-batch evals)
 ablation = False  # also the modern recipe with each of its switches (and Muon) set back to GPT-2's, at its wall time
+modern_args = ''  # more train.py arguments for the modern recipe's runs, e.g. '--max_iters=400 --lr_decay_iters=400'
 # system
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'  # 'float32', 'bfloat16', 'float16' or 'auto' (as train.py: hardware.resolve_dtype)
@@ -378,23 +379,24 @@ def recipe_run(name, args, out_dir):
 
 def recipes():
     dataloader.check_dataset('shakespeare_char', 64)
-    seed_list = [int(s) for s in str(seeds).split(',')]
+    seed_list = [int(s) for s in seeds]
     runs = {'gpt2': [], 'modern': []}
     with tempfile.TemporaryDirectory() as tmp:
         for s in seed_list:
             runs['gpt2'].append(recipe_run(f"GPT-2's recipe, seed {s}", [*QUICKSTART_COMMAND, f'--seed={s}'],
                                            os.path.join(tmp, f'gpt2-{s}')))
-            runs['modern'].append(recipe_run(f"the modern recipe, seed {s}", [*MODERN_COMMAND, f'--seed={s}'],
+            runs['modern'].append(recipe_run(f"the modern recipe, seed {s}",
+                                             [*MODERN_COMMAND, *modern_args.split(), f'--seed={s}'],
                                              os.path.join(tmp, f'modern-{s}')))
-        med = {k: {f: statistics.median(r[f] for r in v) for f in ('full_val', 'wall_s', 'ms_per_iter', 'iters')}
-               for k, v in runs.items()}
+        figures = ('full_val', 'wall_s', 'ms_per_iter', 'iters', 'first_step_s')
+        med = {k: {f: statistics.median(r[f] for r in v) for f in figures} for k, v in runs.items()}
         print(f"\nmedians over seeds {seed_list} (val loss on {full_val_iters:,} batches):")
         for k, m in med.items():
             print(f"  {k}: val {m['full_val']:.4f}, {m['iters']:.0f} steps, {m['wall_s']:.1f} s wall, "
                   f"{m['ms_per_iter']:.2f} ms/iter; per seed: " + ', '.join(f"{r['full_val']:.4f}" for r in runs[k]))
         g, m = med['gpt2'], med['modern']
-        print(f"  the modern recipe: {m['iters'] / g['iters']:.2f}x the steps, {m['wall_s'] / g['wall_s']:.2f}x the wall "
-              f"time, val {m['full_val'] - g['full_val']:+.4f}; it ends below GPT-2's in "
+        print(f"  the modern recipe: {m['iters'] / g['iters']:.2f}x the steps, {m['wall_s'] / g['wall_s']:.2f}x the "
+              f"wall time, val {m['full_val'] - g['full_val']:+.4f}; it ends below GPT-2's in "
               f"{sum(a['full_val'] < b['full_val'] for a, b in zip(runs['modern'], runs['gpt2']))} of "
               f"{len(seed_list)} seeds")
         if not ablation:
@@ -403,14 +405,17 @@ def recipes():
         print(f"\nablation, seed {seed_list[0]}: each switch back to GPT-2's, for the steps that fit {budget_s:.1f} s")
         for key, value in GPT2_SETTINGS.items():
             args = [*MODERN_COMMAND, f'--seed={seed_list[0]}', f'--{key}={value}']
-            probe = timed_train_run(f"{key}={value}: step time", [*args, '--max_iters=60', '--eval_interval=1000'],
+            probe = timed_train_run(f"{key}={value}: step time", [*args, '--max_iters=80', '--eval_interval=1000',
+                                                                   '--log_interval=1'],  # the median of 75 steps
                                     os.path.join(tmp, f'probe-{key}'))
             iters = max(1, round(budget_s * 1e3 / probe['ms_per_iter']))
             warmup = min(100, iters // 6)
             run = recipe_run(f"{key}={value}", [*args, f'--max_iters={iters}', f'--lr_decay_iters={iters}',
                                                 f'--warmup_iters={warmup}'], os.path.join(tmp, f'ablate-{key}'))
-            print(f"  {key}={value}: {iters} steps, val {run['full_val']:.4f} ({run['full_val'] - runs['modern'][0]['full_val']:+.4f} "
-                  f"against the modern recipe's {runs['modern'][0]['full_val']:.4f})", flush=True)
+            modern_val = runs['modern'][0]['full_val']
+            print(f"  {key}={value}: {iters} steps ({probe['ms_per_iter']:.1f} ms/iter in the probe), "
+                  f"{run['wall_s'] - run['first_step_s']:.1f} s of training, val {run['full_val']:.4f} "
+                  f"({run['full_val'] - modern_val:+.4f} against the modern recipe's {modern_val:.4f})", flush=True)
 
 
 # -----------------------------------------------------------------------------

@@ -61,8 +61,8 @@ def model_card():
     name = 'GPT-2' if architecture == 'gpt2' else HF_CLASSES[architecture][0].removesuffix('ForCausalLM')
     switches = [k for k in ('rotary', 'qk_norm', 'rmsnorm', 'relu_squared', 'embedding_norm') if getattr(c, k)]
     switches += [f'logit_softcap={c.logit_softcap:g}'] if c.logit_softcap else []
-    lines = ['---', 'library_name: transformers', 'pipeline_tag: text-generation', 'tags: [' + architecture + ']', '---',
-             '', f"# {os.path.basename(hf_dir)}", '',
+    lines = ['---', 'library_name: transformers', 'pipeline_tag: text-generation', f'tags: [{architecture}]',
+             '---', '', f"# {os.path.basename(hf_dir)}", '',
              f"A {name}-architecture causal language model exported from `{source}` by `export.py`.", '',
              f"- architecture: {name}, {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size}, "
              f"{model.get_num_params() / 1e6:.2f}M parameters "

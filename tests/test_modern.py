@@ -206,6 +206,7 @@ EXPORTS = {
     'ApertusForCausalLM': dict(rotary=True, rmsnorm=True, qk_norm=True, tie_embeddings=False, rotary_base=500.0),
     'NanoChatForCausalLM': MODERN,
     'NanoChatForCausalLM-softcap-tied': {**MODERN, 'logit_softcap': 0.0, 'tie_embeddings': True},
+    'NanoChatForCausalLM-gelu': {**MODERN, 'relu_squared': False},
 }
 
 
