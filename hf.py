@@ -199,6 +199,12 @@ HF_CLASSES = {'arcee': ('ArceeForCausalLM', 'input_layernorm', 'post_attention_l
               'nanochat': ('NanoChatForCausalLM', None, None)}  # NanoChat's norms have no weights
 
 
+def halves_swapped(w, n_head):
+    """w (n_head * hs, ...), rows grouped by head, with the two halves of every head's rows exchanged (its own
+    inverse): NanoChat's rotary layout from this repo's and back."""
+    return w.view(n_head, 2, w.size(0) // n_head // 2, *w.shape[1:]).flip(1).reshape(w.shape)
+
+
 def save_rotary_model(model, out_dir, architecture, vocab, eos_token_id):
     """A modern-recipe model as Arcee, Apertus or NanoChat (see hf_architecture): c_attn split into q, k and v, the
     parameter-free norms as gains of one where the architecture has gains. NanoChat turns each rotary pair the
@@ -212,9 +218,6 @@ def save_rotary_model(model, out_dir, architecture, vocab, eos_token_id):
     src = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     ones = lambda n: torch.ones(n)
 
-    def halves_swapped(w):  # (n_embd, ...) rows grouped by head: each head's two halves exchanged
-        return w.view(c.n_head, 2, hs // 2, *w.shape[1:]).flip(1).reshape(w.shape)
-
     sd = {'model.embed_tokens.weight': src['transformer.wte.weight'][:vocab]}
     if not c.tie_embeddings:
         sd['lm_head.weight'] = src['lm_head.weight'][:vocab]
@@ -225,7 +228,7 @@ def save_rotary_model(model, out_dir, architecture, vocab, eos_token_id):
         for kind in ('weight', 'bias') if c.bias else ('weight',):
             q, k, v = src[ours + f'attn.c_attn.{kind}'].split(c.n_embd, dim=0)
             if architecture == 'nanochat':
-                q, k = halves_swapped(q), halves_swapped(k)
+                q, k = halves_swapped(q, c.n_head), halves_swapped(k, c.n_head)
             sd.update({theirs + f'self_attn.q_proj.{kind}': q, theirs + f'self_attn.k_proj.{kind}': k,
                        theirs + f'self_attn.v_proj.{kind}': v,
                        theirs + f'self_attn.o_proj.{kind}': src[ours + f'attn.c_proj.{kind}'],
@@ -287,9 +290,6 @@ def load_rotary_model(hf, sd, where, override_args):
                        embedding_norm=architecture == 'nanochat', **override_args)
     model = GPT(config)
 
-    def halves_swapped(w):  # its own inverse: see save_rotary_model
-        return w.view(n_head, 2, hs // 2, *w.shape[1:]).flip(1).reshape(w.shape)
-
     ours = {'transformer.wte.weight': sd['model.embed_tokens.weight']}
     if not config.tie_embeddings:
         ours['lm_head.weight'] = sd['lm_head.weight']
@@ -298,7 +298,7 @@ def load_rotary_model(hf, sd, where, override_args):
         for kind in ('weight', 'bias') if bias else ('weight',):
             q, k = sd[b + f'self_attn.q_proj.{kind}'], sd[b + f'self_attn.k_proj.{kind}']
             if architecture == 'nanochat':
-                q, k = halves_swapped(q), halves_swapped(k)
+                q, k = halves_swapped(q, n_head), halves_swapped(k, n_head)
             ours.update({a + f'attn.c_attn.{kind}': torch.cat([q, k, sd[b + f'self_attn.v_proj.{kind}']]),
                          a + f'attn.c_proj.{kind}': sd[b + f'self_attn.o_proj.{kind}'],
                          a + f'mlp.c_fc.{kind}': sd[b + f'mlp.{mlp_in}.{kind}'],
