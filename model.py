@@ -149,8 +149,9 @@ class CausalSelfAttention(nn.Module):
         self.qk_norm = config.qk_norm
         self.window = config.block_size
 
-    def forward(self, x, cache=None, rotary=None):
-        """x (B, T, C); rotary: (cos, sin) of the T positions, for rotary models."""
+    def forward(self, x, cache=None, rotary=None, mask=None):
+        """x (B, T, C); rotary: (cos, sin) of the T positions, for rotary models; mask: (B, 1, T, keys) bool, True
+        where a query may attend a key, for left-padded batches (GPT.hidden_states' pad)."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         hs = C // self.n_head
@@ -169,7 +170,9 @@ class CausalSelfAttention(nn.Module):
             causal = T > 1
             assert not (causal and k.size(2) != T), "a multi-token step must start from an empty cache"
         dropout_p = self.dropout if self.training else 0.0
-        if causal and T > self.window:  # only a rotary model gets here (GPT-2's positions end at block_size)
+        if mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        elif causal and T > self.window:  # only a rotary model gets here (GPT-2's positions end at block_size)
             mask = sliding_window_mask(T, self.window, x.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         elif causal and prefers_explicit_attention(q):
@@ -205,8 +208,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None, rotary=None):
-        x = x + self.attn(self.ln_1(x), cache, rotary)
+    def forward(self, x, cache=None, rotary=None, mask=None):
+        x = x + self.attn(self.ln_1(x), cache, rotary, mask)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -320,21 +323,38 @@ class GPT(nn.Module):
         cos, sin = rotary_tables(start, T, c.n_embd // c.n_head, c.rotary_base)
         return cos.to(self.rotary_cos.device), sin.to(self.rotary_sin.device)
 
-    def hidden_states(self, idx, caches=None):
+    def hidden_states(self, idx, caches=None, pad=None):
         """The final hidden states (B, T, C) of idx (B, T), after ln_f: what lm_head reads (and what a value
-        or reward head reads, see ppo.py). caches: as in forward."""
+        or reward head reads, see ppo.py). caches: as in forward. pad (B,): row b's first pad[b] tokens are left
+        padding (prompts of different lengths generated together): no token attends to them, and positions
+        count from each row's first real token, so every row computes what it would alone."""
         B, T = idx.size()
         start = caches[0].length if caches is not None else 0
         x = self.transformer.wte(idx)  # (B, T, C)
+        mask = None
+        if pad is not None:
+            if start + T > self.config.block_size:
+                raise ValueError(f"left-padded rows must fit the context: {start + T} > {self.config.block_size}")
+            pos = torch.arange(start, start + T, device=idx.device)  # (T,) the queries' places in the row
+            keys = torch.arange(start + T, device=idx.device)  # (start + T,) the keys' places, cached ones first
+            # a padding query attends to itself alone (no row of -inf, no NaN); its output is never read
+            mask = (keys <= pos[:, None]) & ((keys >= pad[:, None, None]) | (keys == pos[:, None]))  # (B, T, keys)
+            mask = mask[:, None]  # (B, 1, T, keys), broadcast over heads
+            positions = (pos - pad[:, None]).clamp(min=0)  # (B, T)
         if self.config.rotary:  # any length: past block_size each layer attends to the last block_size positions
-            rotary = self.rotary_for(start, T)
+            if pad is None:
+                rotary = self.rotary_for(start, T)
+            else:  # (B, 1, T, hs/2) each: every row's own positions
+                rotary = (self.rotary_cos[positions][:, None], self.rotary_sin[positions][:, None])
         else:
             if start + T > self.config.block_size:
                 raise ValueError(f"cannot forward a sequence of length {start + T}: the model's "
                                  f"block_size (context length) is {self.config.block_size}; crop the input "
                                  f"to its last {self.config.block_size} tokens")
             rotary = None
-            x = x + self.transformer.wpe(torch.arange(start, start + T, dtype=torch.long, device=idx.device))
+            if pad is None:
+                positions = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+            x = x + self.transformer.wpe(positions)
         if self.config.embedding_norm:
             x = self.transformer.ln_e(x)
         x = self.transformer.drop(x)
@@ -342,9 +362,9 @@ class GPT(nn.Module):
             if self.activation_checkpointing and self.training and torch.is_grad_enabled():
                 # keep only the block's input; its activations are recomputed in the backward (the same dropout
                 # masks: checkpoint restores the RNG state), ~1/3 more compute for a fraction of the memory
-                x = torch.utils.checkpoint.checkpoint(block, x, None, rotary, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, None, rotary, mask, use_reentrant=False)
             else:
-                x = block(x, caches[i] if caches is not None else None, rotary)
+                x = block(x, caches[i] if caches is not None else None, rotary, mask)
         return self.transformer.ln_f(x)
 
     def logits(self, x):
@@ -353,16 +373,22 @@ class GPT(nn.Module):
         cap = self.config.logit_softcap
         return cap * torch.tanh(logits / cap) if cap > 0 else logits
 
-    def forward(self, idx, targets=None, all_logits=False, caches=None):
+    def forward(self, idx, targets=None, all_logits=False, caches=None, pad=None):
         """
         idx: (B, T) token ids; targets: (B, T) ids, -1 where the loss should not count.
-        Returns (logits, loss). With targets, logits cover every position, (B, T, vocab). Without,
+        Returns (logits, loss). With targets, logits cover every position, (B, T, vocab), or where some targets
+        are -1 (a loss on answers or summaries only, data/tasks.py's masks) only the positions that count,
+        (N, vocab): lm_head and the softmax over the vocabulary are most of a small model's work. Without,
         only the last position is projected, (B, 1, vocab), which is all sampling needs and saves
         the largest matmul; pass all_logits=True for every position (evaluation, parity checks).
         caches: a list of LayerCache, one per layer, for incremental decoding (see generate).
+        pad: (B,) left-padding per row (see hidden_states).
         """
-        x = self.hidden_states(idx, caches)  # (B, T, C)
+        x = self.hidden_states(idx, caches, pad)  # (B, T, C)
         if targets is not None:
+            keep = targets != -1
+            if not torch.compiler.is_compiling() and not keep.all():  # a data-dependent shape: eager mode only
+                x, targets = x[keep], targets[keep]  # (N, C), (N,)
             logits = self.logits(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         else:
@@ -450,7 +476,8 @@ class GPT(nn.Module):
     # sampling
 
     @torch.no_grad()
-    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, pad=None,
+                        vocab_size=None):
         """
         Yield new tokens one step at a time, each (B, 1), continuing the prompts idx (B, T).
         With use_cache, the prompt is processed once and each new token costs a forward pass over
@@ -463,7 +490,13 @@ class GPT(nn.Module):
         text. Without the cache the same thing is recomputed from the tokens it can depend on: every layer
         reaches block_size - 1 further back, so n_layer * (block_size - 1) + 1 of them (not only the last
         block_size, whose first tokens would lose the context the cached keys were computed with).
+        pad (B,): prompts of different lengths, left-padded to one (see hidden_states); the whole text must then
+        fit the context. vocab_size: sample only ids below it, the tokenizer's: GPT-2's 50257 tokens are padded to
+        50304 rows, which a trained model gives ~no probability, but an untrained one does.
         """
+        if pad is not None and idx.size(1) + max_new_tokens > self.config.block_size:
+            raise ValueError(f"left-padded generation must fit the context: {idx.size(1)} + {max_new_tokens} tokens "
+                             f"> block_size {self.config.block_size}")
         block_size = self.config.block_size
         rotary = self.config.rotary
         reach = self.config.n_layer * (block_size - 1) + 1 if rotary else block_size
@@ -473,19 +506,20 @@ class GPT(nn.Module):
                 if caches is None:
                     caches = [LayerCache(block_size, sliding=rotary) for _ in self.transformer.h]
                     fed = 0
-                logits, _ = self(idx[:, fed:], caches=caches)
+                logits, _ = self(idx[:, fed:], caches=caches, pad=pad)
                 fed = idx.size(1)
             else:
-                logits, _ = self(idx[:, -reach:])
-            next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
+                logits, _ = self(idx[:, -reach:], pad=pad)
+            next_id = sample_next(logits[:, -1, :vocab_size], temperature, top_k, top_p)  # (B, 1)
             idx = torch.cat((idx, next_id), dim=1)
             yield next_id
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, pad=None,
+                 vocab_size=None):
         """Continue the prompts idx (B, T) by max_new_tokens; returns (B, T + max_new_tokens).
         temperature=0 or top_k=1 is greedy decoding. Call model.eval() first."""
-        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache))
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, pad, vocab_size))
         return torch.cat([idx] + new, dim=1)
 
 

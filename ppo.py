@@ -54,19 +54,19 @@ def completion_positions(starts, n):
     return starts[:, None] - 1 + torch.arange(n, device=starts.device)
 
 
-def token_logprobs(logits, tokens):
-    """log pi(token) (B, N) and the entropy of pi (B, N) from logits (B, N, V) and tokens (B, N)."""
+def token_logprobs(logits, tokens, entropy=True):
+    """log pi(token) (B, N) and the entropy of pi (B, N) from logits (B, N, V) and tokens (B, N); entropy=False
+    leaves the entropy out (None): over GPT-2's vocabulary it costs as much as the log-softmax itself."""
     logp_all = F.log_softmax(logits.float(), dim=-1)
     logp = logp_all.gather(-1, tokens[:, :, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+    return logp, (-(logp_all.exp() * logp_all).sum(-1) if entropy else None)
 
 
 @torch.no_grad()
 def completion_logprobs(gpt, seq, starts, n):
     """log-probabilities (B, n) of the completion tokens under a plain GPT (e.g. the frozen reference)."""
     pos = completion_positions(starts, n)
-    return token_logprobs(gpt.logits(at_positions(gpt.hidden_states(seq), pos)), seq.gather(1, pos + 1))[0]
+    return token_logprobs(gpt.logits(at_positions(gpt.hidden_states(seq), pos)), seq.gather(1, pos + 1), False)[0]
 
 
 # -----------------------------------------------------------------------------
@@ -79,44 +79,86 @@ def prompt_windows(data, count, prompt_len, rng):
 
 
 @torch.no_grad()
-def generate_completions(gpt, prompts, max_new_tokens, device):
-    """Sample a completion of max_new_tokens (temperature 1, the distribution PPO optimizes) for each
-    prompt (a list of token lists). Prompts of equal length are generated together with the cached
-    generate. Returns seq (B, T) with each row prompt + completion, right-padded with 0 to the
-    longest row, and starts (B,), where each completion begins."""
+def generate_completions(gpt, prompts, max_new_tokens, device, stop_token=None, vocab_size=None):
+    """Sample a completion of up to max_new_tokens (temperature 1, the distribution PPO optimizes) for each
+    prompt (a list of token lists), all prompts together: shorter ones are left-padded (GPT.generate's pad),
+    which changes no row's tokens' probabilities. With stop_token (the end-of-text token), generation ends
+    once every row has written it; what a row writes after its own is not its completion (completion_mask).
+    vocab_size: the tokenizer's, when the model's rows are padded past it (GPT.generate_stream).
+    Returns seq (B, T) with each row prompt + completion, right-padded with 0 to the longest row (the layout
+    every forward of the PPO step reads: padding only after real tokens, so causal attention needs no mask),
+    and starts (B,), where each completion begins."""
     gpt.eval()
-    lengths = [len(p) for p in prompts]
-    T = max(lengths) + max_new_tokens
-    seq = torch.zeros(len(prompts), T, dtype=torch.long, device=device)
-    for length in sorted(set(lengths)):
-        rows = [i for i, n in enumerate(lengths) if n == length]
-        idx = torch.tensor([prompts[i] for i in rows], dtype=torch.long, device=device)
-        seq[rows, :length + max_new_tokens] = gpt.generate(idx, max_new_tokens, temperature=1.0)
-    return seq, torch.tensor(lengths, device=device)
+    lengths = torch.tensor([len(p) for p in prompts])
+    P = int(lengths.max())
+    pad = P - lengths  # (B,)
+    idx = torch.zeros(len(prompts), P, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        idx[i, pad[i]:] = torch.tensor(p)
+    idx, pad = idx.to(device), pad.to(device)
+    new, done = [], torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    for token in gpt.generate_stream(idx, max_new_tokens, temperature=1.0, pad=pad if pad.any() else None,
+                                     vocab_size=vocab_size):
+        new.append(token)  # (B, 1)
+        if stop_token is not None:
+            done |= token[:, 0] == stop_token
+            if done.all():
+                break
+    out = torch.cat(new, dim=1)  # (B, n) with n <= max_new_tokens
+    seq = torch.zeros(len(prompts), P + max_new_tokens, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        seq[i, :len(p)] = idx[i, pad[i]:]
+        seq[i, len(p):len(p) + out.size(1)] = out[i]
+    return seq, lengths.to(device)
 
 
-def completion_texts(tokenizer, seq, starts, n):
-    """The n-token completion of each row of seq (B, T), as generate_completions returns it, decoded."""
-    return [tokenizer.decode(row[s:s + n]) for row, s in zip(seq.tolist(), starts.tolist())]
+def completion_mask(seq, starts, n, stop_token=None):
+    """(B, n) float: 1 on each row's completion tokens up to and including its first stop_token, 0 after it
+    (all 1 without a stop token). The stop token is the last action: its reward and its KL count."""
+    tokens = seq.gather(1, completion_positions(starts, n) + 1)  # (B, n)
+    if stop_token is None:
+        return torch.ones_like(tokens, dtype=torch.float)
+    stops = (tokens == stop_token).long()
+    return ((stops.cumsum(1) - stops) == 0).float()  # no stop strictly before this token
+
+
+def completion_texts(tokenizer, seq, starts, n, mask=None):
+    """The completion of each row of seq (B, T), as generate_completions returns it, decoded: its n tokens, or
+    those under mask (B, n) less a final stop token (the end-of-text is not text)."""
+    texts = []
+    for i, (row, s) in enumerate(zip(seq.tolist(), starts.tolist())):
+        ids = row[s:s + n]
+        if mask is not None:
+            ids = ids[:int(mask[i].sum())]
+            if ids and ids[-1] == tokenizer.eot_token:
+                ids = ids[:-1]
+        texts.append(tokenizer.decode(ids))
+    return texts
 
 
 # -----------------------------------------------------------------------------
 # rewards with the KL penalty, advantages
 
-def kl_penalized_rewards(scores, logp, ref_logp, kl_coef):
+def kl_penalized_rewards(scores, logp, ref_logp, kl_coef, mask=None):
     """Per-token rewards (B, N): -kl_coef * (log pi - log pi_ref) at every token (a sample estimate of
-    the KL to the reference) plus the completion's score (B,) on its last token. Also returns the
-    per-token KL estimate (B, N): its sum over tokens, averaged over rows, is the KL of the sequences."""
-    kl = logp - ref_logp
+    the KL to the reference) plus the completion's score (B,) on its last token: the last under mask (B, N),
+    where a completion stopped early. Also returns the per-token KL estimate (B, N), 0 outside the mask: its
+    sum over tokens, averaged over rows, is the KL of the sequences."""
+    mask = torch.ones_like(logp) if mask is None else mask
+    kl = (logp - ref_logp) * mask
     rewards = -kl_coef * kl
-    rewards[:, -1] += scores
+    last = mask.sum(1).long().clamp(min=1) - 1  # (B,)
+    rewards[torch.arange(rewards.size(0)), last] += scores
     return rewards, kl
 
 
-def gae(rewards, values, gamma, lam):
+def gae(rewards, values, gamma, lam, mask=None):
     """Generalized advantage estimation (Schulman et al. 2015) over completion tokens, rewards and
-    values (B, N); the value after the last token is 0 (the episode ends there).
+    values (B, N); the value after the last token is 0 (the episode ends there), and with mask (B, N) the
+    episode ends at the mask's last 1: rewards and values after it count as 0, so are their advantages.
     delta_t = r_t + gamma * V_{t+1} - V_t,  A_t = delta_t + gamma * lam * A_{t+1},  returns = A + V."""
+    if mask is not None:
+        rewards, values = rewards * mask, values * mask
     advantages = torch.zeros_like(rewards)
     next_value = torch.zeros_like(rewards[:, 0])
     next_advantage = torch.zeros_like(rewards[:, 0])
@@ -128,32 +170,64 @@ def gae(rewards, values, gamma, lam):
     return advantages, advantages + values
 
 
-def whiten(x, eps=1e-8):
-    """x shifted to mean 0 and scaled to std 1 over all its elements."""
-    return (x - x.mean()) / (x.std() + eps)
+def masked_mean(x, mask=None):
+    """The mean of x over the elements where mask is 1 (all of them without a mask); what lies outside the mask,
+    even inf or NaN, does not count."""
+    return x.mean() if mask is None else torch.where(mask > 0, x, 0.0).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x, mask=None, eps=1e-8):
+    """x shifted to mean 0 and scaled to std 1 over its elements under mask (all without one); 0 elsewhere."""
+    if mask is None:
+        return (x - x.mean()) / (x.std() + eps)
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask) * mask.sum() / (mask.sum() - 1).clamp(min=1)  # unbiased, as x.std()
+    return (x - mean) / (var.sqrt() + eps) * mask
 
 
 # -----------------------------------------------------------------------------
 # the losses
 
-def policy_loss(logp, old_logp, advantages, cliprange):
+def policy_loss(logp, old_logp, advantages, cliprange, mask=None):
     """PPO's clipped surrogate (Schulman et al. 2017), to minimize: the mean over tokens of
     max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)) with ratio = pi / pi_old. Once the ratio has
     left the clip range in the direction the advantage pushes it, the clipped term is the larger one
-    and the token gives no gradient. Returns (loss, fraction of tokens that were clipped)."""
+    and the token gives no gradient. Returns (loss, fraction of tokens that were clipped), both over the tokens
+    under mask (B, N) when there is one."""
     ratio = torch.exp(logp - old_logp)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = torch.max(unclipped, clipped).mean()
-    clipfrac = (clipped > unclipped).float().mean()
+    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    clipfrac = masked_mean((clipped > unclipped).float(), mask)
     return loss, clipfrac
 
 
-def value_loss(values, old_values, returns, cliprange_value):
+def value_loss(values, old_values, returns, cliprange_value, mask=None):
     """The clipped value loss of PPO2 / Ziegler et al.: 0.5 * max((V - R)^2, (V_clipped - R)^2), V_clipped
-    being V kept within cliprange_value of the value at rollout time."""
+    being V kept within cliprange_value of the value at rollout time; over the tokens under mask (B, N)."""
     clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
-    return 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2).mean()
+    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def accumulate_gradients(model, batch, rows, micro_batch_size, *, cliprange, cliprange_value, vf_coef, ctx):
+    """Backpropagate the PPO loss (clipped policy loss + vf_coef * clipped value loss) of the minibatch `rows`
+    (indices into a rollout batch's tensors: seq and pos (B, T), tokens, mask, logp, values, advantages, returns
+    (B, N)), micro_batch_size rollouts per forward. Each micro-batch's token means are weighted by its share of the
+    minibatch's tokens, so the gradients are those of one pass over the whole minibatch: gradient accumulation
+    changes the memory, not the step. Returns (policy loss, value loss, clip fraction) of the minibatch, (3,)."""
+    n_tokens = batch['mask'][rows].sum()
+    stats = 0.0
+    for micro in rows.split(micro_batch_size):
+        mask = batch['mask'][micro]
+        with ctx:
+            logits, values = model(batch['seq'][micro], batch['pos'][micro])
+        logp, _ = token_logprobs(logits, batch['tokens'][micro], entropy=False)
+        pg_loss, clipfrac = policy_loss(logp, batch['logp'][micro], batch['advantages'][micro], cliprange, mask)
+        vf_loss = value_loss(values.float(), batch['values'][micro], batch['returns'][micro], cliprange_value, mask)
+        share = mask.sum() / n_tokens
+        ((pg_loss + vf_coef * vf_loss) * share).backward()
+        stats = stats + share * torch.stack([pg_loss.detach(), vf_loss.detach(), clipfrac])
+    return stats
 
 
 class AdaptiveKLController:

@@ -1,10 +1,10 @@
 """
 Rewards for rlhf.py, behind one small interface: a reward is a callable
 
-    reward(text, prompt='') -> float
+    reward(texts, prompts) -> list of floats
 
-scoring a completion `text` (written after `prompt`). `get_reward(name)` picks one by the name a
-config gives:
+scoring each completion texts[i] (written after prompts[i]), a batch at a time. `get_reward(name)`
+picks one by the name a config gives:
 
     'sentiment'        VADER's compound score in [-1, 1] (vaderSentiment, whose lexicon ships inside the
                        package, so it works offline): the stand-in for minRLHF's sentiment classifier
@@ -12,11 +12,15 @@ config gives:
                        easy to learn, for smoke tests
     <out_dir>          a reward model trained by train_reward.py (out_dir/ckpt.pt)
 
-A reward model is a GPT with a scalar head (ppo.ScalarHeadGPT) reading prompt + text; the reward is
-the sum of its scalars over the text's tokens. (InstructGPT reads the last token only; a small model
-learns a per-word quality such as sentiment far more easily where each word is, than as one summary
-at the end, and a sum adds word scores up the way VADER adds its lexicon's valences.) It is trained on preference pairs, jsonl lines {"prompt": ..., "chosen": ..., "rejected": ...},
-with the Bradley-Terry loss -log sigmoid(r(chosen) - r(rejected)).
+A reward model is a GPT with a scalar head (ppo.ScalarHeadGPT) reading prompt + text. Its reward is read one
+of two ways (train_reward.py's reward_reduction, kept in its checkpoint):
+    'last'   the scalar at the last token, the end-of-text appended to the text (Stiennon et al. 2020,
+             InstructGPT): the model has read the whole summary before it judges it
+    'sum'    the sum of its scalars over the text's tokens: a small model learns a per-word quality such as
+             sentiment far more easily where each word is than as one summary at the end, and a sum adds word
+             scores up the way VADER adds its lexicon's valences
+It is trained on preference pairs, jsonl lines {"prompt": ..., "chosen": ..., "rejected": ...}, with the
+Bradley-Terry loss -log sigmoid(r(chosen) - r(rejected)).
 """
 import os
 
@@ -29,6 +33,7 @@ from data.common import read_jsonl
 from ppo import ScalarHeadGPT
 
 PREFERENCE_FIELDS = ('prompt', 'chosen', 'rejected')
+REDUCTIONS = ('sum', 'last')
 
 
 class Sentiment:
@@ -38,8 +43,8 @@ class Sentiment:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         self.analyzer = SentimentIntensityAnalyzer()
 
-    def __call__(self, text, prompt=''):
-        return self.analyzer.polarity_scores(text)['compound']
+    def __call__(self, texts, prompts):
+        return [self.analyzer.polarity_scores(text)['compound'] for text in texts]
 
 
 class CharCount:
@@ -50,22 +55,41 @@ class CharCount:
             raise UserError("reward 'count:' needs the characters to count, e.g. count:e")
         self.chars = set(chars)
 
-    def __call__(self, text, prompt=''):
-        return float(sum(c in self.chars for c in text))
+    def __call__(self, texts, prompts):
+        return [float(sum(c in self.chars for c in text)) for text in texts]
 
 
-def completion_scores(model, pairs):
+def encode_completion(tokenizer, prompt, text, reduction, block_size):
+    """(prompt ids, completion ids) as a reward model reads them, in training and in scoring alike: with 'last',
+    the end-of-text token closes the completion (where there is one; a character vocabulary reads its last
+    character). A prompt too long for the context loses its oldest tokens: returns (prompt ids, completion
+    ids, how many prompt tokens were cut); a completion that alone does not fit is a UserError."""
+    prompt_ids, ids = tokenizer.encode(prompt), tokenizer.encode(text)
+    if reduction == 'last' and tokenizer.eot_token is not None:
+        ids = ids + [tokenizer.eot_token]
+    if len(ids) > block_size:
+        raise UserError(f"a completion of {len(ids)} tokens does not fit the reward model's context of {block_size}")
+    cut = max(0, len(prompt_ids) + len(ids) - block_size)
+    return prompt_ids[cut:], ids, cut
+
+
+def completion_scores(model, pairs, reduction='sum'):
     """Rewards (B,) of (prompt ids, completion ids) pairs under a ScalarHeadGPT: the sum of its scalars over
-    each completion's positions. Rows are right-padded to one length; padding comes after every real token,
-    so causal attention never lets it change them, and the mask leaves it out of the sum."""
+    each completion's positions ('sum': 0 for an empty one), or its scalar at the text's last token ('last'). Rows are
+    right-padded to one length; padding comes after every real token, so causal attention never lets it change
+    them, and the mask (or the index) leaves it out."""
+    assert reduction in REDUCTIONS, reduction
     device = model.head.weight.device
     T = max(len(p) + len(c) for p, c in pairs)
     idx = torch.zeros(len(pairs), T, dtype=torch.long)
     mask = torch.zeros(len(pairs), T)
     for i, (p, c) in enumerate(pairs):
-        assert c, "a completion needs at least one token"
+        assert p or c, "nothing to score"
         idx[i, :len(p) + len(c)] = torch.tensor(p + c)
-        mask[i, len(p):len(p) + len(c)] = 1.0
+        if reduction == 'sum':
+            mask[i, len(p):len(p) + len(c)] = 1.0
+        else:
+            mask[i, len(p) + len(c) - 1] = 1.0
     positions = torch.arange(T).expand(len(pairs), T).to(device)
     _, scalars = model(idx.to(device), positions, logits=False)  # (B, T)
     mask = mask.to(device)
@@ -73,9 +97,11 @@ def completion_scores(model, pairs):
 
 
 class RewardModel:
-    """A reward model saved by train_reward.py: the sum of its scalar head over the text's tokens."""
+    """A reward model saved by train_reward.py, scoring batch_size texts per forward pass. Texts are sorted by
+    length first, so each batch pads little; the scores come back in the order of the texts. `truncated`
+    counts the prompts that lost their oldest tokens to fit the context."""
 
-    def __init__(self, out_dir, device='cpu'):
+    def __init__(self, out_dir, device='cpu', batch_size=32):
         checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
         if checkpoint.get('scalar_head_role') != 'reward':
             what = 'an RLHF policy' if checkpoint.get('scalar_head_role') == 'value' else 'a language model'
@@ -85,30 +111,47 @@ class RewardModel:
         self.model.head.load_state_dict(checkpoint['scalar_head'])
         self.model.to(device).eval()
         self.tokenizer = tokenizer_for(checkpoint)
-        self.device = device
+        self.reduction = checkpoint.get('reward_reduction', 'sum')  # checkpoints from before 'last' summed
+        self.batch_size = batch_size
+        self.truncated = 0
 
     @torch.no_grad()
-    def __call__(self, text, prompt=''):
-        prompt_ids, ids = self.tokenizer.encode(prompt), self.tokenizer.encode(text)
+    def __call__(self, texts, prompts):
         block_size = self.model.gpt.config.block_size
-        if len(prompt_ids) + len(ids) > block_size:
-            raise UserError(f"prompt + completion is {len(prompt_ids) + len(ids)} tokens, more than the reward "
-                            f"model's context of {block_size}: shorten the prompts or lower max_new_tokens")
-        if not ids:
-            raise UserError("the reward model cannot score an empty completion")
-        return completion_scores(self.model, [(prompt_ids, ids)]).item()
+        pairs = []
+        for text, prompt in zip(texts, prompts, strict=True):
+            prompt_ids, ids, cut = encode_completion(self.tokenizer, prompt, text, self.reduction, block_size)
+            self.truncated += cut > 0
+            pairs.append((prompt_ids, ids))
+        # an empty completion summed over no tokens scores 0 ('last' reads its end-of-text, or the prompt's end)
+        order = sorted((i for i, (p, c) in enumerate(pairs) if c or p), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        scores = [0.0] * len(pairs)
+        for k in range(0, len(order), self.batch_size):
+            rows = order[k:k + self.batch_size]
+            for i, score in zip(rows, completion_scores(self.model, [pairs[i] for i in rows], self.reduction).tolist()):
+                scores[i] = score
+        return scores
 
 
-def get_reward(name, device='cpu'):
-    """The reward a config names: 'sentiment', 'count:<chars>', or a reward model's out_dir."""
+def get_reward(name, device='cpu', batch_size=32):
+    """The reward a config names: 'sentiment', 'count:<chars>', or a reward model's out_dir (scoring batch_size
+    texts per forward pass)."""
     if name == 'sentiment':
         return Sentiment()
     if name.startswith('count:'):
         return CharCount(name[len('count:'):])
     if os.path.isfile(os.path.join(name, 'ckpt.pt')):
-        return RewardModel(name, device)
+        return RewardModel(name, device, batch_size)
     raise UserError(f"unknown reward '{name}': use 'sentiment', 'count:<chars>', or the out_dir of a reward "
                     f"model trained by train_reward.py (a folder holding ckpt.pt)")
+
+
+def rouge_l(texts, references):
+    """ROUGE-L F1 of each text against its reference (Lin 2004: their longest common subsequence of words),
+    by Google's rouge-score package with the Porter stemmer, as summarization papers report it."""
+    from rouge_score import rouge_scorer
+    scorer = rouge_scorer.RougeScorer(['rougeL'], use_stemmer=True)
+    return [scorer.score(reference, text)['rougeL'].fmeasure for text, reference in zip(texts, references, strict=True)]
 
 
 # -----------------------------------------------------------------------------

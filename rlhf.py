@@ -7,11 +7,16 @@ $ python train.py config/train_shakespeare_char_cpu.py      # the starting model
 $ python rlhf.py config/rlhf_happy_shakespeare.py           # PPO toward cheerful text, then an evaluation
 $ python rlhf.py config/rlhf_happy_shakespeare.py --eval_only=True   # evaluate the saved policy again
 
-Each iteration: batch_size prompts -> completions by the cached generate -> a reward per completion
-(rewards.py) and a per-token KL penalty -> GAE -> ppo_epochs epochs of minibatches of the clipped
-policy and value losses (ppo.py). out_dir/ckpt.pt is the policy as an ordinary checkpoint (sample.py
-and train.py read it; the value head is kept apart, under 'scalar_head'); out_dir/log.jsonl has one line
-per iteration; out_dir/eval.json compares eval_samples fresh samples of the policy and of the start.
+Summarization from human feedback (Stiennon et al. 2020), PPO from an SFT model against a reward model:
+$ python rlhf.py config/rlhf_tldr.py                    # GPT-2 on Reddit TL;DR (data/tldr; README)
+
+Each iteration: batch_size prompts -> completions by the cached generate, all prompts together (left-padded),
+each ending at end-of-text -> a reward per completion (rewards.py, batched) and a per-token KL penalty -> GAE ->
+ppo_epochs epochs of minibatches (gradients accumulated over micro-batches) of the clipped policy and value
+losses (ppo.py). out_dir/ckpt.pt is the policy as an ordinary checkpoint (sample.py and train.py read it; the
+value head is kept apart, under 'scalar_head'); out_dir/log.jsonl has one line per iteration; out_dir/eval.json
+compares fresh samples of the policy and of the start on the same prompts (reward, KL, length, ROUGE-L against
+the references of eval_prompt_file).
 """
 import copy
 import json
@@ -29,7 +34,7 @@ from checkpoint import (check_vocabulary, claim_out_dir, load_model, make_checkp
                         trained_dataset)
 from configurator import UserError, configure, require_positive
 from data.common import read_jsonl
-from rewards import RewardModel, get_reward
+from rewards import RewardModel, get_reward, rouge_l
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -44,8 +49,10 @@ wandb_run_name = 'ppo'
 # prompts and completions
 dataset = ''  # prompts are windows of its train split, val loss is measured on its val split; '' = the policy's own
 prompt_file = ''  # instead: a .txt (one prompt per line) or .jsonl ({"prompt": ...} per line) file of prompts
+eval_prompt_file = ''  # held-out prompts for the evaluation (its first eval_samples), with {"completion": ...}
+# references in a .jsonl for ROUGE-L; '' = drawn like training's, from the val split or from prompt_file
 prompt_len = 16  # tokens per prompt window cut from the dataset
-max_new_tokens = 48  # completion length; prompt + completion must fit the model's context
+max_new_tokens = 48  # the longest completion (a completion ends at end-of-text, where the vocabulary has one)
 # reward (rewards.py): 'sentiment', 'count:<chars>', or the out_dir of a reward model from train_reward.py
 reward = 'sentiment'
 # PPO sees (reward - mean) / std, both measured on the starting model's samples before training (Ziegler et al.
@@ -55,7 +62,8 @@ normalize_reward = 'auto'
 # PPO
 max_iters = 200  # PPO iterations: one rollout batch and its updates each
 batch_size = 64  # rollouts per iteration
-minibatch_size = 16
+minibatch_size = 16  # rollouts per optimizer step
+micro_batch_size = 0  # rollouts per forward/backward (gradient accumulation over a minibatch); 0 = minibatch_size
 ppo_epochs = 4  # passes over each rollout batch
 learning_rate = 1e-4
 decay_lr = True  # cosine decay to min_lr over max_iters: the last iterations settle instead of pushing the KL on
@@ -76,6 +84,7 @@ kl_horizon = 10000  # rollouts over which beta may change by at most 20%
 eval_samples = 256  # fresh completions from the start and from the policy, same prompts and seed
 eval_iters = 200  # val-loss batches of the dataset's val split
 eval_batch_size = 12
+reward_batch_size = 32  # texts per forward pass of a reward model
 # system
 device = 'cpu'  # 'auto', 'cpu', 'cuda', ...
 dtype = 'float32'  # PPO's probability ratios are taken between two forwards: keep them exact
@@ -87,18 +96,22 @@ config = configure(globals())
 hw = hardware.setup(device, dtype)
 device, device_type, ctx = hw.device, hw.device_type, hw.ctx
 require_positive(globals(), 'max_iters', 'batch_size', 'minibatch_size', 'ppo_epochs', 'prompt_len', 'max_new_tokens',
-                 'eval_samples', 'eval_iters', 'eval_batch_size', 'log_interval')
+                 'eval_samples', 'eval_iters', 'eval_batch_size', 'log_interval', 'reward_batch_size')
+micro_batch_size = micro_batch_size or minibatch_size
+if not 0 < micro_batch_size <= minibatch_size:
+    raise UserError(f"micro_batch_size ({micro_batch_size}) must be between 1 and minibatch_size ({minibatch_size})")
 if normalize_reward not in ('auto', 'always', 'never'):
     raise UserError(f"normalize_reward must be 'auto', 'always' or 'never', got '{normalize_reward}'")
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
-reward_fn = get_reward(reward, device)  # first: a misspelt reward should not wait for the models
+reward_fn = get_reward(reward, device, reward_batch_size)  # first: a misspelt reward should not wait for the models
 
 
 # the starting model, frozen as the reference, and the policy (a copy of it with a value head)
 reference, start_checkpoint = load_model(init_from, dropout=0.0)  # no dropout: PPO compares two forwards' probabilities
 reference.to(device).eval().requires_grad_(False)
 tokenizer = tokenizer_for(start_checkpoint, init_from)
+stop_token = tokenizer.eot_token  # completions end at end-of-text (GPT-2 BPE); a character vocabulary has none
 if eval_only:
     if not os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):
         raise UserError(f"eval_only: no policy at {out_dir}/ckpt.pt; run PPO first (without --eval_only)")
@@ -121,11 +134,19 @@ elif not prompt_file:
 
 
 def read_prompt_file(path):
-    """Token lists of the prompts in a .txt (one per line) or .jsonl ({"prompt": ...} per line) file."""
+    """(token lists of the prompts, reference completions or None) of a .txt (one prompt per line) or .jsonl
+    ({"prompt": ...} per line) file; a .jsonl whose every line also has a "completion" gives those as the
+    references (for ROUGE-L)."""
     if not os.path.isfile(path):
-        raise UserError(f"prompt_file {path} not found")
+        raise UserError(f"prompt file {path} not found")
+    references = None
     if path.endswith('.jsonl'):
-        texts = [(n, record['prompt']) for n, record in read_jsonl(path, {'prompt': str})]
+        try:
+            records = read_jsonl(path, {'prompt': str, 'completion': str})
+            references = [record['completion'] for _, record in records]
+        except UserError:  # no references; a line without a prompt fails again below
+            records = read_jsonl(path, {'prompt': str})
+        texts = [(n, record['prompt']) for n, record in records]
     else:
         with open(path, encoding='utf-8') as f:
             texts = [(n, line.rstrip('\r\n')) for n, line in enumerate(f, 1) if line.strip()]
@@ -140,18 +161,19 @@ def read_prompt_file(path):
         if len(ids) + max_new_tokens > block_size:
             raise UserError(f"{path}:{n}: the prompt is {len(ids)} tokens; with max_new_tokens={max_new_tokens} "
                             f"it does not fit the model's context of {block_size}: shorten it or lower "
-                            f"max_new_tokens")
+                            f"max_new_tokens (data/tldr/prepare.py leaves such posts out, and counts them)")
         prompts.append(ids)
     if not prompts:
         raise UserError(f"{path} holds no prompts")
-    return prompts
+    return prompts, references
 
 
 if prompt_file:
-    file_prompts = read_prompt_file(prompt_file)
+    file_prompts, _ = read_prompt_file(prompt_file)
 elif prompt_len + max_new_tokens > block_size:
     raise UserError(f"a prompt of prompt_len={prompt_len} tokens plus max_new_tokens={max_new_tokens} is longer than "
                     f"the model's context of {block_size}: lower prompt_len or max_new_tokens")
+eval_prompts, eval_references = read_prompt_file(eval_prompt_file) if eval_prompt_file else (None, None)
 
 
 def draw_prompts(count, split, generator):
@@ -163,15 +185,19 @@ def draw_prompts(count, split, generator):
 # -----------------------------------------------------------------------------
 # one PPO iteration
 
-def decode_rollouts(seq, starts, prompts):
-    """(prompt text, completion text) of each row of seq (B, T), as generate_completions returns it."""
-    return list(zip(map(tokenizer.decode, prompts), ppo.completion_texts(tokenizer, seq, starts, max_new_tokens)))
+def sample(gpt, prompts):
+    """gpt's completions of prompts (token lists), ending at end-of-text: seq (B, T) and starts (B,) as
+    ppo.generate_completions returns them, mask (B, N) over each completion's tokens, the prompt texts and the
+    completion texts (B each)."""
+    seq, starts = ppo.generate_completions(gpt, prompts, max_new_tokens, device, stop_token, tokenizer.vocab_size)
+    mask = ppo.completion_mask(seq, starts, max_new_tokens, stop_token)
+    texts = ppo.completion_texts(tokenizer, seq, starts, max_new_tokens, mask)
+    return seq, starts, mask, [tokenizer.decode(p) for p in prompts], texts
 
 
-def score_completions(seq, starts, prompts):
-    """The reward of each completion in seq (B, T): a (B,) tensor."""
-    return torch.tensor([reward_fn(text, prompt) for prompt, text in decode_rollouts(seq, starts, prompts)],
-                        device=device)
+def rewards_of(prompt_texts, texts):
+    """The reward of each completion, batched (rewards.py): a (B,) tensor."""
+    return torch.tensor(reward_fn(texts, prompt_texts), dtype=torch.float, device=device)
 
 
 @torch.no_grad()
@@ -181,9 +207,8 @@ def reward_statistics(n):
     generator = np.random.default_rng([seed, 2])
     scores = []
     for i in range(0, n, batch_size):
-        prompts = draw_prompts(min(batch_size, n - i), 'train', generator)
-        seq, starts = ppo.generate_completions(reference, prompts, max_new_tokens, device)
-        scores.append(score_completions(seq, starts, prompts))
+        _, _, _, prompt_texts, texts = sample(reference, draw_prompts(min(batch_size, n - i), 'train', generator))
+        scores.append(rewards_of(prompt_texts, texts))
     scores = torch.cat(scores)
     return scores.mean().item(), max(scores.std().item(), 1e-8)
 
@@ -191,14 +216,13 @@ def reward_statistics(n):
 @torch.no_grad()
 def rollout(kl_coef):
     """Sample completions for a batch of prompts and score them: everything the updates need, (B, N) each."""
-    prompts = draw_prompts(batch_size, 'train', rng)
-    seq, starts = ppo.generate_completions(model.gpt, prompts, max_new_tokens, device)
-    scores = score_completions(seq, starts, prompts)
+    seq, starts, mask, prompt_texts, texts = sample(model.gpt, draw_prompts(batch_size, 'train', rng))
+    scores = rewards_of(prompt_texts, texts)
     pos = ppo.completion_positions(starts, max_new_tokens)  # (B, N)
     tokens = seq.gather(1, pos + 1)  # (B, N) the sampled completion tokens
     logp, values, entropy, ref_logp = [], [], [], []
     with ctx:
-        for mb in torch.arange(batch_size).split(minibatch_size):
+        for mb in torch.arange(batch_size).split(micro_batch_size):
             logits, v = model(seq[mb], pos[mb])
             lp, ent = ppo.token_logprobs(logits, tokens[mb])
             logp.append(lp)
@@ -206,65 +230,70 @@ def rollout(kl_coef):
             entropy.append(ent)
             ref_logp.append(ppo.completion_logprobs(reference, seq[mb], starts[mb], max_new_tokens))
     logp, values, entropy, ref_logp = (torch.cat(t) for t in (logp, values, entropy, ref_logp))
-    rewards, kl = ppo.kl_penalized_rewards((scores - reward_shift) / reward_scale, logp, ref_logp, kl_coef)
-    advantages, returns = ppo.gae(rewards, values, gamma, lam)
-    return dict(seq=seq, pos=pos, tokens=tokens, logp=logp, values=values, advantages=ppo.whiten(advantages),
-                returns=returns, scores=scores, kl=kl.sum(1), entropy=entropy)
+    rewards, kl = ppo.kl_penalized_rewards((scores - reward_shift) / reward_scale, logp, ref_logp, kl_coef, mask)
+    advantages, returns = ppo.gae(rewards, values, gamma, lam, mask)
+    return dict(seq=seq, pos=pos, tokens=tokens, mask=mask, logp=logp, values=values,
+                advantages=ppo.whiten(advantages, mask), returns=returns, scores=scores, kl=kl.sum(1),
+                entropy=ppo.masked_mean(entropy, mask), length=mask.sum(1))
 
 
 def update(batch, lr):
-    """ppo_epochs passes of minibatches over one rollout batch; returns the mean losses and clip fraction."""
+    """ppo_epochs passes of minibatches over one rollout batch, one optimizer step per minibatch (its gradients
+    accumulated over micro-batches); returns the mean losses and clip fraction."""
     for group in optimizer.param_groups + value_optimizer.param_groups:
         group['lr'] = lr
     model.train()
     stats = []
     for _ in range(ppo_epochs):
         for mb in torch.randperm(batch_size).split(minibatch_size):
-            with ctx:
-                logits, values = model(batch['seq'][mb], batch['pos'][mb])
-            logp, _ = ppo.token_logprobs(logits, batch['tokens'][mb])
-            pg_loss, clipfrac = ppo.policy_loss(logp, batch['logp'][mb], batch['advantages'][mb], cliprange)
-            vf_loss = ppo.value_loss(values.float(), batch['values'][mb], batch['returns'][mb], cliprange_value)
-            loss = pg_loss + vf_coef * vf_loss
-            loss.backward()
+            stats.append(ppo.accumulate_gradients(model, batch, mb.to(device), micro_batch_size, cliprange=cliprange,
+                                                  cliprange_value=cliprange_value, vf_coef=vf_coef, ctx=ctx))
             if grad_clip > 0.0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             value_optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             value_optimizer.zero_grad(set_to_none=True)
-            stats.append(torch.stack([pg_loss.detach(), vf_loss.detach(), clipfrac]))
     model.eval()
     return torch.stack(stats).mean(0).tolist()
 
 
 # -----------------------------------------------------------------------------
-# evaluation: fresh samples from the start and from the policy, the KL between them, val loss
+# evaluation: fresh samples from the start and from the policy on the same prompts: reward, KL between them,
+# summary length, ROUGE-L against references (eval_prompt_file), val loss
 
 @torch.no_grad()
 def evaluate(ppo_minutes=None):
-    generator = np.random.default_rng([seed, 1])  # the same prompts for both models, apart from training's
-    prompts = draw_prompts(eval_samples, 'val', generator)
-    out = {'eval_samples': eval_samples, 'target_kl': target_kl, 'ppo_minutes': ppo_minutes}
+    if eval_prompts is not None:  # the same held-out posts on every evaluation, in file order
+        prompts = eval_prompts[:eval_samples]
+        references = eval_references[:eval_samples] if eval_references is not None else None
+    else:
+        generator = np.random.default_rng([seed, 1])  # the same prompts for both models, apart from training's
+        prompts, references = draw_prompts(eval_samples, 'val', generator), None
+    out = {'eval_samples': len(prompts), 'target_kl': target_kl, 'ppo_minutes': ppo_minutes}
     samples = {}
     for name, gpt in (('start', reference), ('policy', model.gpt)):
         torch.manual_seed(seed)  # the same sampling noise for both
-        texts, scores, kls = [], [], []
-        for i in range(0, eval_samples, batch_size):
+        texts, scores, kls, lengths = [], [], [], []
+        for i in range(0, len(prompts), batch_size):
             if stopper.requested:  # the policy is already saved: only the evaluation is cut short
                 print(f"stopped by signal during the evaluation; evaluate {out_dir}/ckpt.pt again with --eval_only=True")
                 raise SystemExit(130)
-            chunk = prompts[i:i + batch_size]
-            seq, starts = ppo.generate_completions(gpt, chunk, max_new_tokens, device)
-            chunk_texts = decode_rollouts(seq, starts, chunk)
-            texts += chunk_texts
-            scores += [reward_fn(text, prompt) for prompt, text in chunk_texts]
+            seq, starts, mask, prompt_texts, chunk_texts = sample(gpt, prompts[i:i + batch_size])
+            texts += zip(prompt_texts, chunk_texts)
+            scores += reward_fn(chunk_texts, prompt_texts)
+            tokens = seq.gather(1, ppo.completion_positions(starts, max_new_tokens) + 1)
+            text_tokens = mask if stop_token is None else mask * (tokens != stop_token)  # the end-of-text not counted
+            lengths += text_tokens.sum(1).tolist()
             if name == 'policy':  # KL(policy || start) per completion, on the policy's own samples
                 with ctx:
                     logp = ppo.completion_logprobs(gpt, seq, starts, max_new_tokens)
                     ref_logp = ppo.completion_logprobs(reference, seq, starts, max_new_tokens)
-                kls += (logp - ref_logp).sum(1).tolist()
+                kls += ((logp - ref_logp) * mask).sum(1).tolist()
         out[f'reward_{name}'] = float(np.mean(scores))
+        out[f'length_{name}'] = float(np.mean(lengths))
+        if references is not None:
+            out[f'rouge_l_{name}'] = float(np.mean(rouge_l([t for _, t in texts], references)))
         samples[name] = texts
         if data_dir is not None:
             losses = loop.estimate_loss(gpt, data_dir=data_dir, eval_iters=eval_iters, batch_size=eval_batch_size,
@@ -277,12 +306,16 @@ def evaluate(ppo_minutes=None):
         for prompt, text in samples[name][:4]:
             print(repr(prompt), '|', repr(text))
     out['samples'] = {name: [p + ' | ' + t for p, t in samples[name][:8]] for name in samples}
-    print(f"eval on {eval_samples} fresh samples: mean reward {out['reward_start']:.3f} -> {out['reward_policy']:.3f} "
+    print(f"eval on {len(prompts)} fresh samples: mean reward {out['reward_start']:.3f} -> {out['reward_policy']:.3f} "
           f"({out['reward_policy'] - out['reward_start']:+.3f}); KL to the start {out['kl']:.2f} nats per completion "
-          f"(target_kl {target_kl})")
+          f"(target_kl {target_kl}); length {out['length_start']:.1f} -> {out['length_policy']:.1f} tokens")
+    if references is not None:
+        print(f"ROUGE-L against the references: {out['rouge_l_start']:.4f} -> {out['rouge_l_policy']:.4f}")
     if data_dir is not None:
         print(f"val loss on {dataset}: {out['val_loss_start']:.4f} -> {out['val_loss_policy']:.4f} "
               f"({out['val_loss_policy'] - out['val_loss_start']:+.4f})")
+    if isinstance(reward_fn, RewardModel) and reward_fn.truncated:
+        out['reward_prompts_truncated'] = reward_fn.truncated
     with open(os.path.join(out_dir, 'eval.json'), 'w') as f:
         json.dump(out, f, indent=1)
     return out
@@ -333,7 +366,8 @@ for iter_num in range(1, max_iters + 1):
     batch = rollout(kl_ctl.value)
     pg_loss, vf_loss, clipfrac = update(batch, lr)
     record = {'iter': iter_num, 'reward': batch['scores'].mean().item(), 'kl': batch['kl'].mean().item(),
-              'kl_coef': kl_ctl.value, 'entropy': batch['entropy'].mean().item(), 'clipfrac': clipfrac,
+              'kl_coef': kl_ctl.value, 'entropy': batch['entropy'].item(), 'length': batch['length'].mean().item(),
+              'clipfrac': clipfrac,
               'value_loss': vf_loss, 'policy_loss': pg_loss, 'lr': lr, 'elapsed_s': time.time() - start_time}
     kl_ctl.update(record['kl'], batch_size)
     if not all(np.isfinite(v) for v in record.values()):
@@ -341,7 +375,7 @@ for iter_num in range(1, max_iters + 1):
     log.write(record)
     if iter_num % log_interval == 0:
         print(f"iter {iter_num}: reward {record['reward']:.3f}, kl {record['kl']:.2f}, beta {record['kl_coef']:.3f}, "
-              f"entropy {record['entropy']:.2f}, clipfrac {clipfrac:.3f}, value loss {vf_loss:.4f}, "
+              f"entropy {record['entropy']:.2f}, length {record['length']:.1f}, clipfrac {clipfrac:.3f}, value loss {vf_loss:.4f}, "
               f"time {(time.time() - t0) * 1000:.0f}ms")
     if stopper.requested and iter_num < max_iters:
         save(iter_num)

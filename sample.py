@@ -89,7 +89,7 @@ def stream_sample():
     ids, shown = list(start_ids), len(tokenizer.decode(start_ids))
     sys.stdout.write(start)
     for next_id in model.generate_stream(x, max_new_tokens, temperature=temperature, top_k=top_k or None,
-                                         top_p=top_p):
+                                         top_p=top_p, vocab_size=tokenizer.vocab_size):
         ids.append(next_id.item())
         text = tokenizer.decode(ids)
         if not text.endswith('\ufffd'):

@@ -67,7 +67,7 @@ optimizer = 'adamw'
 muon_lr = 0.02
 muon_momentum = 0.95
 learning_rate = 6e-4  # max learning rate
-max_iters = 600000  # total number of optimizer steps
+max_iters = 600000  # total number of optimizer steps (0 from scratch: save the untrained model, a baseline)
 weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
@@ -339,7 +339,9 @@ while True:
             raise diverged(f"the loss became {losses['val']}")
         improved = losses['val'] < best_val_loss
         best_val_loss = min(best_val_loss, losses['val'])
-        if not eval_only and local_iter_num > 0 and (improved or always_save_checkpoint) and (master_process or fsdp):
+        # max_iters=0 saves the model as initialised: the untrained baseline an evaluation compares against
+        trained = local_iter_num > 0 or (max_iters == 0 and init_from == 'scratch')
+        if not eval_only and trained and (improved or always_save_checkpoint) and (master_process or fsdp):
             save('val loss improved' if improved else 'always_save_checkpoint')
     if eval_only or iter_num >= max_iters:
         break

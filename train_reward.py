@@ -1,8 +1,8 @@
 """
 Train a reward model: a GPT with a scalar head (ppo.ScalarHeadGPT) on preference pairs, with the
 Bradley-Terry loss -log sigmoid(r(chosen) - r(rejected)) (Christiano et al. 2017, InstructGPT), where
-r is the sum of the head's scalars over the completion's tokens after the prompt (see rewards.py). rlhf.py then
-uses it with --reward=<this out_dir>.
+r is the head's scalar at the completion's end-of-text ('last') or its sum over the completion's tokens ('sum'),
+see rewards.py. rlhf.py then uses it with --reward=<this out_dir>.
 
 $ python data/preferences/prepare.py                        # pairs of the model's samples, labelled by VADER
 $ python train_reward.py config/train_reward_shakespeare.py  # -> out-reward-shakespeare/ckpt.pt
@@ -25,7 +25,7 @@ import loop
 from checkpoint import claim_out_dir, load_model, make_checkpoint, new_model, save_checkpoint, tokenizer_for, trained_dataset
 from configurator import UserError, configure, require_positive
 from ppo import ScalarHeadGPT
-from rewards import bradley_terry_loss, completion_scores, load_preferences
+from rewards import REDUCTIONS, bradley_terry_loss, completion_scores, encode_completion, load_preferences
 from tokenizer import for_dataset
 
 # -----------------------------------------------------------------------------
@@ -40,6 +40,7 @@ block_size = 64
 bias = False
 train_file = 'data/preferences/train.jsonl'
 val_file = 'data/preferences/val.jsonl'  # held-out pairs: accuracy is measured here
+reward_reduction = 'sum'  # 'last': the scalar at the end-of-text (Stiennon et al.); 'sum': over the completion's tokens
 eval_interval = 100
 log_interval = 10
 wandb_log = False
@@ -63,6 +64,8 @@ config = configure(globals())
 hw = hardware.setup(device, dtype)
 device, device_type, ctx = hw.device, hw.device_type, hw.ctx
 require_positive(globals(), 'batch_size', 'max_iters', 'eval_interval', 'log_interval')
+if reward_reduction not in REDUCTIONS:
+    raise UserError(f"reward_reduction must be one of {', '.join(REDUCTIONS)}, got '{reward_reduction}'")
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
 
@@ -81,28 +84,31 @@ block_size = gpt.config.block_size
 
 
 def encode_pairs(path):
-    """Token lists (prompt, chosen, rejected) of every pair in a preference file, checked against the context."""
-    encoded = []
+    """Token lists (prompt, chosen, rejected) of every pair in a preference file, as rewards.encode_completion
+    reads them: a prompt too long for the context loses its oldest tokens, counted and reported."""
+    encoded, cut = [], 0
     for n, pair in enumerate(load_preferences(path), 1):
+        if not pair['chosen'] or not pair['rejected']:
+            raise UserError(f"{path}:{n}: an empty chosen or rejected completion")
         try:
-            prompt, chosen, rejected = (tokenizer.encode(pair[k]) for k in ('prompt', 'chosen', 'rejected'))
+            (prompt, chosen, a), (prompt_r, rejected, b) = (
+                encode_completion(tokenizer, pair['prompt'], pair[k], reward_reduction, block_size)
+                for k in ('chosen', 'rejected'))
         except UserError as e:
             raise UserError(f"{path}:{n}: {e}") from None
-        if not chosen or not rejected:
-            raise UserError(f"{path}:{n}: an empty chosen or rejected completion")
-        longest = len(prompt) + max(len(chosen), len(rejected))
-        if longest > block_size:
-            raise UserError(f"{path}:{n}: prompt + completion is {longest} tokens, more than the model's context "
-                            f"of {block_size}")
-        encoded.append((prompt, chosen, rejected))
+        cut += max(a, b) > 0
+        encoded.append((prompt if len(prompt) <= len(prompt_r) else prompt_r, chosen, rejected))
+    if cut:
+        print(f"{path}: {cut} of {len(encoded)} prompts were longer than the context of {block_size} with their "
+              f"completions, and lost their oldest tokens")
     return encoded
 
 
 def pair_loss(model, pairs):
     """Bradley-Terry loss and accuracy of a batch of encoded pairs."""
     with ctx:
-        chosen = completion_scores(model, [(p, c) for p, c, _ in pairs])
-        rejected = completion_scores(model, [(p, r) for p, _, r in pairs])
+        chosen = completion_scores(model, [(p, c) for p, c, _ in pairs], reward_reduction)
+        rejected = completion_scores(model, [(p, r) for p, _, r in pairs], reward_reduction)
     return bradley_terry_loss(chosen, rejected)
 
 
@@ -153,6 +159,7 @@ for iter_num in range(max_iters + 1):
 
 # 'model' stays a plain GPT; the reward head goes beside it
 save_checkpoint(make_checkpoint(gpt, optimizer, max_iters, val_loss, config, tokenizer, val_accuracy=val_acc,
-                                scalar_head=model.head.state_dict(), scalar_head_role='reward'),
+                                scalar_head=model.head.state_dict(), scalar_head_role='reward',
+                                reward_reduction=reward_reduction),
                 os.path.join(out_dir, 'ckpt.pt'))
 print(f"held-out accuracy {val_acc:.3f} on {len(val_pairs)} pairs; saved the reward model to {out_dir}/ckpt.pt")

@@ -212,8 +212,11 @@ def test_targets_of_minus_one_are_ignored():
     masked = targets.clone()
     masked[:, :8] = -1
     logits, loss = model(idx, masked)
-    expected = torch.nn.functional.cross_entropy(logits[:, 8:].reshape(-1, 1000), targets[:, 8:].reshape(-1))
+    assert logits.shape == (16, 1000)  # only the positions whose targets count go through lm_head
+    full, _ = model(idx, all_logits=True)
+    expected = torch.nn.functional.cross_entropy(full[:, 8:].reshape(-1, 1000), targets[:, 8:].reshape(-1))
     assert torch.allclose(loss, expected)
+    torch.testing.assert_close(logits, full[:, 8:].reshape(-1, 1000))
 
 
 def test_crop_block_size_and_num_params():

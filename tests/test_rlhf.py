@@ -133,9 +133,9 @@ def test_bradley_terry_loss_and_accuracy():
 
 
 def test_rewards_registry():
-    assert get_reward('count:ab')('abcab') == 4.0
-    sentiment = get_reward('sentiment')
-    assert sentiment('What a happy, lovely day!') > 0.5 > -0.5 > sentiment('A terrible, hateful death.')
+    assert get_reward('count:ab')(['abcab', 'c'], ['', '']) == [4.0, 0.0]
+    happy, sad = get_reward('sentiment')(['What a happy, lovely day!', 'A terrible, hateful death.'], ['', ''])
+    assert happy > 0.5 > -0.5 > sad
 
 
 # -----------------------------------------------------------------------------
@@ -203,7 +203,8 @@ def test_reward_model_learns_a_trivial_preference_and_drives_ppo(tiny_start, tmp
     assert log[0]['iter'] == 0 and log[-1]['iter'] == 30
     assert log[-1]['val_accuracy'] >= 0.9, log
     reward = RewardModel(str(rm))
-    assert reward('aeiuoa', 'hello wo') > reward('bcdfgh', 'hello wo')
+    vowels, consonants = reward(['aeiuoa', 'bcdfgh'], ['hello wo', 'hello wo'])
+    assert vowels > consonants
     # rlhf.py takes the reward model by its out_dir, and normalizes its arbitrary scale on the start's samples
     out = tmp_path / 'ppo'
     run('rlhf.py', f'--init_from={tiny_start}', f'--out_dir={out}', f'--reward={rm}', *FAST, '--max_iters=2',
@@ -213,7 +214,8 @@ def test_reward_model_learns_a_trivial_preference_and_drives_ppo(tiny_start, tmp
     # checked against the reward's statistics on other samples of the start, found apart from the normalization:
     # the evaluation's mean over 32 fresh ones, and the spread of the 8 it saves, scored here
     result = json.loads((out / 'eval.json').read_text())
-    scores = [reward(text, prompt) for prompt, text in (s.split(' | ', 1) for s in result['samples']['start'])]
+    prompts, texts = zip(*(s.split(' | ', 1) for s in result['samples']['start']))
+    scores = reward(list(texts), list(prompts))
     assert abs(result['reward_start'] - norm['mean']) < 3 * norm['std'] * (1 / 16 + 1 / 32) ** 0.5, (result, norm)
     assert 1 / 3 < np.std(scores, ddof=1) / norm['std'] < 3, (scores, norm)
 
@@ -227,7 +229,7 @@ def test_preference_data_follows_its_labelling_rule(tiny_start, tmp_path):
     count = CharCount('e')
     for pair in train + val:
         assert len(pair['prompt']) == 4 and len(pair['chosen']) == len(pair['rejected']) == 24
-        assert pair['chosen_score'] == count(pair['chosen']) and pair['rejected_score'] == count(pair['rejected'])
+        assert [pair['chosen_score'], pair['rejected_score']] == count([pair['chosen'], pair['rejected']], ['', ''])
         assert pair['chosen_score'] >= pair['rejected_score'] + 1.0
 
 

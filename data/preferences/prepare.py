@@ -62,11 +62,13 @@ pairs, drawn = [], 0
 while len(pairs) < n_pairs:
     prompts = prompt_windows(train_tokens, batch_size, prompt_len, rng)
     # each prompt twice: rows i and i + batch_size are its two completions
-    seq, starts = generate_completions(model, prompts + prompts, max_new_tokens, device)
+    seq, starts = generate_completions(model, prompts + prompts, max_new_tokens, device,
+                                       vocab_size=tokenizer.vocab_size)
     texts = completion_texts(tokenizer, seq, starts, max_new_tokens)
-    for i, prompt_ids in enumerate(prompts):
-        prompt = tokenizer.decode(prompt_ids)
-        (a, score_a), (b, score_b) = [(t, score(t, prompt)) for t in (texts[i], texts[i + batch_size])]
+    prompt_texts = [tokenizer.decode(p) for p in prompts]
+    scores = score(texts, prompt_texts + prompt_texts)
+    for i, prompt in enumerate(prompt_texts):
+        (a, score_a), (b, score_b) = (texts[i], scores[i]), (texts[i + batch_size], scores[i + batch_size])
         drawn += 1
         if abs(score_a - score_b) < min_margin:
             continue
