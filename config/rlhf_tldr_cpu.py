@@ -1,0 +1,23 @@
+# The summarization chain small and offline, stage 3 of 3: PPO from the SFT model against the reward model, with a
+# KL leash to the SFT model; eval.json scores both on the same held-out posts.
+# $ python rlhf.py config/rlhf_tldr_cpu.py      (after config/sft_tldr_cpu.py and config/train_reward_tldr_cpu.py)
+# $ python rlhf.py config/rlhf_tldr_cpu.py --eval_only=True --init_from=out-untrained-tldr-cpu --out_dir=out-sft-tldr-cpu
+#   (the untrained model against the SFT model: eval.json in out-sft-tldr-cpu)
+out_dir = 'out-rlhf-tldr-cpu'
+init_from = 'out-sft-tldr-cpu'
+reward = 'out-reward-tldr-cpu'
+prompt_file = 'data/tldr/posts_train.jsonl'
+eval_prompt_file = 'data/tldr/posts_val.jsonl'
+max_new_tokens = 32  # prepare.py's --max_completion_tokens
+
+max_iters = 100
+batch_size = 32
+minibatch_size = 16
+ppo_epochs = 4
+learning_rate = 3e-4
+min_lr = 3e-5
+init_kl_coef = 0.1
+target_kl = 4.0
+kl_horizon = 2000
+eval_samples = 512
+eval_iters = 20
