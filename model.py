@@ -387,7 +387,8 @@ class GPT(nn.Module):
         x = self.hidden_states(idx, caches, pad)  # (B, T, C)
         if targets is not None:
             keep = targets != -1
-            if not torch.compiler.is_compiling() and not keep.all():  # a data-dependent shape: eager mode only
+            # a data-dependent shape: eager mode on real tensors only (not compiled, not on the meta device)
+            if not torch.compiler.is_compiling() and targets.device.type != 'meta' and not keep.all():
                 x, targets = x[keep], targets[keep]  # (N, C), (N,)
             logits = self.logits(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
