@@ -124,7 +124,7 @@ class RewardModel:
             self.truncated += cut > 0
             pairs.append((prompt_ids, ids))
         # an empty completion summed over no tokens scores 0 ('last' reads its end-of-text, or the prompt's end)
-        order = sorted((i for i, (p, c) in enumerate(pairs) if c or p), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        order = sorted((i for i, (p, c) in enumerate(pairs) if p or c), key=lambda i: sum(map(len, pairs[i])))
         scores = [0.0] * len(pairs)
         for k in range(0, len(order), self.batch_size):
             rows = order[k:k + self.batch_size]

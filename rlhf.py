@@ -195,6 +195,12 @@ def sample(gpt, prompts):
     return seq, starts, mask, [tokenizer.decode(p) for p in prompts], texts
 
 
+def summary_lengths(seq, starts, mask):
+    """Tokens (B,) of each completion under mask, its end-of-text not counted."""
+    tokens = seq.gather(1, ppo.completion_positions(starts, max_new_tokens) + 1)  # (B, N)
+    return (mask if stop_token is None else mask * (tokens != stop_token)).sum(1)
+
+
 def rewards_of(prompt_texts, texts):
     """The reward of each completion, batched (rewards.py): a (B,) tensor."""
     return torch.tensor(reward_fn(texts, prompt_texts), dtype=torch.float, device=device)
@@ -234,7 +240,7 @@ def rollout(kl_coef):
     advantages, returns = ppo.gae(rewards, values, gamma, lam, mask)
     return dict(seq=seq, pos=pos, tokens=tokens, mask=mask, logp=logp, values=values,
                 advantages=ppo.whiten(advantages, mask), returns=returns, scores=scores, kl=kl.sum(1),
-                entropy=ppo.masked_mean(entropy, mask), length=mask.sum(1))
+                entropy=ppo.masked_mean(entropy, mask), length=summary_lengths(seq, starts, mask))
 
 
 def update(batch, lr):
@@ -282,9 +288,7 @@ def evaluate(ppo_minutes=None):
             seq, starts, mask, prompt_texts, chunk_texts = sample(gpt, prompts[i:i + batch_size])
             texts += zip(prompt_texts, chunk_texts)
             scores += reward_fn(chunk_texts, prompt_texts)
-            tokens = seq.gather(1, ppo.completion_positions(starts, max_new_tokens) + 1)
-            text_tokens = mask if stop_token is None else mask * (tokens != stop_token)  # the end-of-text not counted
-            lengths += text_tokens.sum(1).tolist()
+            lengths += summary_lengths(seq, starts, mask).tolist()
             if name == 'policy':  # KL(policy || start) per completion, on the policy's own samples
                 with ctx:
                     logp = ppo.completion_logprobs(gpt, seq, starts, max_new_tokens)
@@ -375,8 +379,8 @@ for iter_num in range(1, max_iters + 1):
     log.write(record)
     if iter_num % log_interval == 0:
         print(f"iter {iter_num}: reward {record['reward']:.3f}, kl {record['kl']:.2f}, beta {record['kl_coef']:.3f}, "
-              f"entropy {record['entropy']:.2f}, length {record['length']:.1f}, clipfrac {clipfrac:.3f}, value loss {vf_loss:.4f}, "
-              f"time {(time.time() - t0) * 1000:.0f}ms")
+              f"entropy {record['entropy']:.2f}, length {record['length']:.1f}, clipfrac {clipfrac:.3f}, "
+              f"value loss {vf_loss:.4f}, time {(time.time() - t0) * 1000:.0f}ms")
     if stopper.requested and iter_num < max_iters:
         save(iter_num)
         print(f"stopped by signal after iteration {iter_num}: the policy so far is in {out_dir}/ckpt.pt; evaluate "

@@ -31,9 +31,10 @@ included), and a comparison whose chosen and rejected texts summarize different 
 consecutive lines of tiny Shakespeare (train posts from the first 90% of the text, val posts from the rest, as
 data/shakespeare splits it), and its reference summary is its first line: a fixed function of the post that a
 small model can learn. A post starts at every line, so every line is the first line of one post and inside a few
-others: the first line cannot be told from memory of the text, only read off the post. The comparisons are pairs of candidate summaries of a post (the first line; its first
-half; the first line less one word; another line of the post; another post's first line), the "labeller"
-preferring the one with the higher ROUGE-L against the first line, ties dropped.
+others: the first line cannot be told from memory of the text, only read off the post. The comparisons are pairs
+of candidate summaries of a post (the first line; its first half; the first line less one word; another line of the
+post; another post's first line), the "labeller" preferring the one with the higher ROUGE-L against the first line,
+ties dropped.
 """
 import hashlib
 import json
