@@ -97,7 +97,7 @@ def encode_pairs(path):
         except UserError as e:
             raise UserError(f"{path}:{n}: {e}") from None
         cut += max(a, b) > 0
-        encoded.append((prompt if len(prompt) <= len(prompt_r) else prompt_r, chosen, rejected))
+        encoded.append((min(prompt, prompt_r, key=len), chosen, rejected))  # one prompt that fits with both
     if cut:
         print(f"{path}: {cut} of {len(encoded)} prompts were longer than the context of {block_size} with their "
               f"completions, and lost their oldest tokens")

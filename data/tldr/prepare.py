@@ -95,13 +95,15 @@ def split_of(prompt):
     return 'val' if h < val_fraction * 2 ** 64 else 'train'
 
 
-def load_table(spec, what):
-    """{'train': rows, 'val': rows} of a hub dataset (its train and valid / valid1 splits) or of local files."""
+def load_table(spec, what, post_of):
+    """{'train': rows, 'val': rows} of a hub dataset (its train and valid / valid1 splits) or of local files, split
+    by the post each row is of (post_of(row), the prompt as_prompt writes it): a post's SFT example and all its
+    comparisons fall on the same side."""
     if is_local(spec):
         table, _ = load_local(spec)
         rows = {'train': [], 'val': []}
         for row in table:
-            rows[split_of(row.get('prompt') or row.get('chosen', ''))].append(row)
+            rows[split_of(post_of(row))].append(row)
         return rows
     if not hub_offline():
         probe_hub(f"download {what} '{spec}'", " (or --synthetic=True for a corpus made from tiny Shakespeare)")
@@ -120,7 +122,7 @@ def column(row, names, spec):
 
 
 def sft_examples(spec):
-    rows = load_table(spec, 'the posts')
+    rows = load_table(spec, 'the posts', lambda row: as_prompt(column(row, ('prompt',), spec)))
     return {split: [(as_prompt(column(r, ('prompt',), spec)), as_completion(column(r, ('label', 'completion'), spec)))
                     for r in part] for split, part in rows.items()}
 
@@ -225,7 +227,9 @@ else:
     examples = sft_examples(input)
     pairs = {'train': [], 'val': []}
     if comparisons:
-        for split, rows in load_table(comparisons, 'the comparisons').items():
+        def post_of(row):  # a pair of two posts has none: all such go to one side, and are left out there
+            return (comparison(row, comparisons) or ('',))[0]
+        for split, rows in load_table(comparisons, 'the comparisons', post_of).items():
             found = [comparison(row, comparisons) for row in rows]
             pairs[split] = [p for p in found if p is not None and p[1] and p[2]]
             if len(pairs[split]) < len(found):
