@@ -148,7 +148,7 @@ def bench_train(model, peak, ctx, device, device_type):
         torch.cuda.reset_peak_memory_stats()
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
     opt = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer, muon_lr,
-                                     muon_momentum)
+                                     muon_momentum, hardware.muon_dtype(dtype, device_type))
     step_model = torch.compile(model) if compile else model
     if world_size > 1 and parallelism == 'ddp':
         step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=None if device_type != 'cuda'
@@ -454,4 +454,5 @@ if __name__ == '__main__':
     if mode in ('generate', 'all'):
         bench_generate(model, ctx, device, device_type)
     if world_size > 1:
+        torch.distributed.barrier()  # no rank tears gloo down while another's last collective is in flight
         torch.distributed.destroy_process_group()

@@ -6,6 +6,13 @@ Precision follows the hardware, not a guess about it. A CPU with native bf16 (av
 bf16 instructions on ARM) trains bf16 autocast several times faster than float32; on a CPU without them
 (AVX2-class: most laptops, AMD before Zen 4) torch emulates bf16 matmuls in a slow scalar kernel, about 100x
 slower than float32, so 'auto' means float32 there.
+
+The hardware decides only what 'auto' means. An explicit dtype is the precision of every computation of the run,
+Muon's iteration included, on every machine: a float32 run gives the same numbers on either kind of CPU. The one
+exception is a half-precision run where bf16 is emulated: its Muon iteration stays in float32 (muon_dtype).
+
+GPT_CPU_BF16=native or =emulated in the environment stands in for torch's report of the CPU's bf16, so one machine
+can show (and the tests check) what every capability-dependent path does on the other kind of CPU.
 """
 import functools
 import os
@@ -37,10 +44,19 @@ def cpu_capabilities():
     return dict(get()) if get is not None else {}
 
 
+CPU_BF16_VARIABLE = 'GPT_CPU_BF16'
+
+
 def cpu_has_native_bf16(capabilities=None):
     """Whether this CPU computes bf16 matmuls in hardware: avx512_bf16 or amx_bf16 on x86; on ARM, the
     bf16 extension, and only if a small bf16 matmul actually beats float32 (some builds lack the kernels).
-    `capabilities` is torch's report (cpu_capabilities()); tests pass a fake one."""
+    `capabilities` is torch's report (cpu_capabilities()); tests pass a fake one. GPT_CPU_BF16 overrides both."""
+    forced = os.environ.get(CPU_BF16_VARIABLE, '')
+    if forced:
+        if forced not in ('native', 'emulated'):
+            raise UserError(f"{CPU_BF16_VARIABLE}={forced}: set it to 'native' or 'emulated' (what to take this "
+                            f"CPU's bf16 for), or unset it to use what the CPU reports")
+        return forced == 'native'
     caps = cpu_capabilities() if capabilities is None else capabilities
     if caps.get('avx512_bf16') or caps.get('amx_bf16'):
         return True
@@ -91,14 +107,35 @@ def resolve_dtype(dtype, device_type, capabilities=None):
             return 'bfloat16' if cpu_has_native_bf16(capabilities) else 'float32'
         if not cpu_dtype_is_native(dtype, capabilities):
             print(f"warning: dtype={dtype} is emulated on this CPU (it has no {dtype} matmul instructions) and "
-                  f"runs many times slower than float32; use --dtype=float32 or --dtype=auto",
+                  f"runs many times slower than float32 (Muon's iteration stays in float32); use --dtype=float32 or "
+                  f"--dtype=auto",
                   file=sys.stderr, flush=True)
         return dtype
     if dtype != 'auto':
         return dtype
     if device_type == 'cuda':
-        return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+        return 'bfloat16' if cuda_has_native_bf16() else 'float16'
     return 'float32'
+
+
+def cuda_has_native_bf16():
+    """bf16 tensor cores (Ampere on): torch's default check also counts GPUs that only emulate bf16 (V100, T4)."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def muon_dtype(dtype, device_type):
+    """
+    The precision of Muon's Newton-Schulz iteration in a run at `dtype` (resolved): the run's own. A float32 run
+    iterates in float32 on every machine; a bf16 or fp16 run in bfloat16, as torch.optim.Muon and modded-nanogpt
+    do, except where bf16 is emulated (a CPU without native bf16, a GPU before Ampere): there in float32.
+    """
+    if dtype == 'float32':
+        return 'float32'
+    if device_type == 'cpu':
+        return 'bfloat16' if cpu_has_native_bf16() else 'float32'
+    if device_type == 'cuda':
+        return 'bfloat16' if cuda_has_native_bf16() else 'float32'
+    return 'bfloat16' if dtype == 'bfloat16' else 'float32'
 
 
 def autocast_context(device_type, dtype):
@@ -130,6 +167,7 @@ class Setup:
     device_type: str  # 'cpu', 'cuda', 'mps'
     dtype: str        # what 'auto' resolved to
     ctx: object       # the autocast context (a no-op for float32)
+    muon_dtype: str   # the precision of Muon's iteration (muon_dtype)
 
 
 def setup(device='auto', dtype='auto'):
@@ -142,7 +180,7 @@ def setup(device='auto', dtype='auto'):
     if device_type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Setup(device, device_type, dtype, autocast_context(device_type, dtype))
+    return Setup(device, device_type, dtype, autocast_context(device_type, dtype), muon_dtype(dtype, device_type))
 
 
 # -----------------------------------------------------------------------------

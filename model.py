@@ -430,11 +430,12 @@ class GPT(nn.Module):
     # training helpers
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer='adamw', muon_lr=0.02,
-                             muon_momentum=0.95):
+                             muon_momentum=0.95, muon_dtype='float32'):
         """AdamW with weight decay on matrices and embeddings (2+ dims) only, not on biases and norm gains; the
         fused kernel where this torch has one for the device. optimizer='muon': the blocks' 2-D weights go to Muon
         at muon_lr instead (optim.py), the rest stay with AdamW at learning_rate; every group's 'lr_ratio' is its
-        learning rate over learning_rate, which the schedule then scales alike."""
+        learning rate over learning_rate, which the schedule then scales alike. muon_dtype: the precision of Muon's
+        iteration (hardware.muon_dtype: the run's own)."""
         params = [p for p in self.parameters() if p.requires_grad]  # tied weights appear once
         matrices = ({id(p) for p in self.transformer.h.parameters() if p.dim() == 2} if optimizer == 'muon' else
                     set())
@@ -453,9 +454,11 @@ class GPT(nn.Module):
             raise ValueError(f"optimizer must be 'adamw' or 'muon', got {optimizer!r}")
         from optim import Muon, MuonAdamW
         muon_params = [p for p in params if id(p) in matrices]
-        print(f"Muon for {len(muon_params)} block matrices, with {sum(p.numel() for p in muon_params):,} parameters")
+        print(f"Muon for {len(muon_params)} block matrices, with {sum(p.numel() for p in muon_params):,} parameters, "
+              f"orthogonalized in {muon_dtype}")
         muon = Muon([{'params': muon_params, 'lr_ratio': muon_lr / learning_rate}], lr=muon_lr,
-                    weight_decay=weight_decay, momentum=muon_momentum, nesterov=True, adjust_lr_fn='original')
+                    weight_decay=weight_decay, momentum=muon_momentum, nesterov=True, adjust_lr_fn='original',
+                    ns_dtype=getattr(torch, muon_dtype))
         return MuonAdamW(muon, adamw)
 
     def flops_per_token(self, seq_len=None):

@@ -5,12 +5,12 @@ optimizer='muon'; model.configure_optimizers builds it).
 Muon (https://kellerjordan.github.io/posts/muon/) replaces each 2-D weight's momentum-averaged gradient by its
 nearest semi-orthogonal matrix (a few Newton-Schulz iterations), so every direction of the matrix moves at the same
 rate. It is for hidden matrices only: embeddings, the head, gains and biases stay with AdamW, each kind of parameter
-at its own learning rate. The update is torch.optim.Muon's; only where its bfloat16 iteration would be emulated (a
-CPU without avx512_bf16 / AMX, where a bf16 matmul is ~100x slower than float32) does it run in float32 here.
+at its own learning rate. The update is torch.optim.Muon's, with the iteration at a precision the caller states
+(hardware.muon_dtype: the run's own), where torch's always iterates in bfloat16.
 """
-import torch
+import math
 
-from hardware import cpu_has_native_bf16
+import torch
 
 
 def newton_schulz(g, coefficients, steps, eps, dtype):
@@ -27,15 +27,25 @@ def newton_schulz(g, coefficients, steps, eps, dtype):
     return x.T if g.size(0) > g.size(1) else x
 
 
+def adjusted_lr(lr, adjust_lr_fn, shape):
+    """torch.optim.Muon's per-matrix learning rate for a (rows, cols) weight: 'original' (Keller Jordan's) scales
+    by sqrt(max(1, rows / cols)); 'match_rms_adamw' (Moonshot's) by 0.2 sqrt(max(rows, cols)), so that the update's
+    RMS is AdamW's and AdamW's learning rate carries over."""
+    rows, cols = shape[:2]
+    if adjust_lr_fn == 'match_rms_adamw':
+        return lr * 0.2 * math.sqrt(max(rows, cols))
+    return lr * math.sqrt(max(1, rows / cols))
+
+
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon (its arguments, state and state_dict), with the Newton-Schulz iteration in float32 for
-    parameters on a CPU without native bf16; elsewhere torch's own step, in bf16."""
+    """torch.optim.Muon (its arguments, state and state_dict) with the Newton-Schulz iteration in `ns_dtype`."""
+
+    def __init__(self, params, ns_dtype=torch.float32, **kwargs):
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype
 
     @torch.no_grad()
     def step(self, closure=None):
-        params = [p for group in self.param_groups for p in group['params']]
-        if any(p.device.type != 'cpu' for p in params) or cpu_has_native_bf16():
-            return super().step(closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -51,9 +61,9 @@ class Muon(torch.optim.Muon):
                 buf = state['momentum_buffer']
                 buf.lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buf, momentum) if group['nesterov'] else buf
-                update = newton_schulz(update, group['ns_coefficients'], group['ns_steps'], group['eps'], p.dtype)
+                update = newton_schulz(update, group['ns_coefficients'], group['ns_steps'], group['eps'], self.ns_dtype)
                 p.mul_(1 - lr * group['weight_decay'])
-                p.add_(update, alpha=-torch.optim._muon._adjust_lr(lr, group['adjust_lr_fn'], p.shape))
+                p.add_(update, alpha=-adjusted_lr(lr, group['adjust_lr_fn'], p.shape))
         return loss
 
 

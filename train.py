@@ -208,7 +208,7 @@ if fsdp:  # before the optimizer, which then holds the shards
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer_name = optimizer  # the setting; `optimizer` is the optimizer from here on, as in nanoGPT
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer_name,
-                                       muon_lr, muon_momentum)
+                                       muon_lr, muon_momentum, hw.muon_dtype)
 if checkpoint is not None and not eval_only:  # an evaluation needs no optimizer state
     saved_with = 'muon' if set(checkpoint['optimizer']) == {'muon', 'adamw'} else 'adamw'
     if saved_with != optimizer_name:

@@ -14,12 +14,25 @@ os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The suite runs as on a CPU that emulates bf16 ('auto' is float32), so that it computes the same numbers on every
+# machine; a test whose code path depends on the CPU's bf16 runs both ways through the cpu_kind fixture.
+os.environ['GPT_CPU_BF16'] = 'emulated'
+
 
 def script_env(extra=None):
     """The environment scripts run in. One thread per process: on a busy 2-core machine torch's default of
     one per core thrashes, the suite's tiny models gain nothing from a second, and runs that are compared
     bit for bit must use the same thread count (it changes the order of float reductions)."""
     return {**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '1', **(extra or {})}
+
+
+@pytest.fixture(params=['native', 'emulated'])
+def cpu_kind(request, monkeypatch):
+    """Runs a test twice, as on a CPU with native bf16 (Zen 4, Sapphire Rapids) and as on one that emulates it
+    (Zen 3, most laptops), whichever this machine is: GPT_CPU_BF16 stands in for torch's capability report, in this
+    process and in the scripts it starts. For every test whose code path depends on the CPU's bf16."""
+    monkeypatch.setenv('GPT_CPU_BF16', request.param)
+    return request.param
 
 
 def run_script(*args, cwd=REPO, timeout=600, check=True, env=None):

@@ -81,7 +81,8 @@ def test_export_generates_what_sample_py_generates(kind, char_ckpt, bpe_ckpt, ex
         assert {'vocab.json', 'merges.txt'} <= files
     prompt, new = 'ROMEO:', 40  # 6 + 40 characters (or ~42 BPE tokens) fit the 64-token context
     ours = samples(run_script('sample.py', f'--out_dir={ckpt_dir}', f'--start={prompt}', '--temperature=0',
-                              '--num_samples=1', f'--max_new_tokens={new}', '--device=cpu').stdout)
+                              '--num_samples=1', f'--max_new_tokens={new}', '--device=cpu',
+                              '--dtype=float32').stdout)  # transformers' precision
     theirs = hf_greedy(str(hf_dir), prompt, new)
     assert ours == [theirs]
     from checkpoint import load_model
@@ -142,7 +143,8 @@ def test_a_lone_checkpoint_samples_and_exports(char_ckpt, char_data, tmp_path):
     os.replace(char_data, hidden)  # the dataset it was trained on is gone too
     try:
         out = run_script(os.path.join(REPO, 'sample.py'), f'--out_dir={lone}', '--start=ROMEO:', '--temperature=0',
-                         '--num_samples=1', '--max_new_tokens=20', '--device=cpu', cwd=elsewhere).stdout
+                         '--num_samples=1', '--max_new_tokens=20', '--device=cpu', '--dtype=float32',
+                         cwd=elsewhere).stdout
         run_script(os.path.join(REPO, 'export.py'), f'--out_dir={lone}', f'--hf_dir={tmp_path / "hf"}', cwd=elsewhere)
     finally:
         os.replace(hidden, char_data)

@@ -9,6 +9,13 @@ import torch
 import hardware
 from configurator import UserError
 
+@pytest.fixture(autouse=True)
+def capability_report(monkeypatch):
+    """Here the capability report (faked or real) decides, as on a user's machine, unless a test sets cpu_kind
+    (autouse fixtures run first, so cpu_kind's setting stands)."""
+    monkeypatch.delenv('GPT_CPU_BF16', raising=False)
+
+
 ZEN4 = {'architecture': 'x86_64', 'avx2': True, 'avx512_f': True, 'avx512_bf16': True, 'amx_bf16': False}
 SAPPHIRE_RAPIDS = {'architecture': 'x86_64', 'avx2': True, 'avx512_bf16': True, 'amx_bf16': True,
                    'amx_fp16': True, 'avx512_fp16': True}
@@ -60,12 +67,43 @@ def test_unknown_dtype_is_a_user_error():
         hardware.resolve_dtype('fp8', 'cpu')
 
 
-def test_setup_on_cpu():
+def test_setup_on_cpu(cpu_kind):
     hw = hardware.setup('cpu', 'float32')
-    assert (hw.device, hw.device_type, hw.dtype) == ('cpu', 'cpu', 'float32')
+    assert (hw.device, hw.device_type, hw.dtype, hw.muon_dtype) == ('cpu', 'cpu', 'float32', 'float32')
     assert isinstance(hw.ctx, nullcontext)
     hw = hardware.setup('cpu', 'auto')
-    assert hw.dtype == hardware.resolve_dtype('auto', 'cpu') and hw.dtype in ('float32', 'bfloat16')
+    assert hw.dtype == hw.muon_dtype == {'native': 'bfloat16', 'emulated': 'float32'}[cpu_kind]
+
+
+@pytest.mark.parametrize('caps', [ZEN3, ZEN4, SAPPHIRE_RAPIDS], ids=['zen3', 'zen4', 'sapphire_rapids'])
+def test_the_cpu_kind_variable_stands_in_for_the_report(caps, cpu_kind):
+    native = cpu_kind == 'native'
+    assert hardware.cpu_has_native_bf16(caps) is native
+    assert hardware.resolve_dtype('auto', 'cpu', capabilities=caps) == ('bfloat16' if native else 'float32')
+
+
+def test_a_wrong_cpu_kind_is_one_line(monkeypatch):
+    monkeypatch.setenv('GPT_CPU_BF16', 'yes')
+    with pytest.raises(UserError, match="GPT_CPU_BF16=yes: set it to 'native' or 'emulated'"):
+        hardware.resolve_dtype('auto', 'cpu')
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16', 'float16'])
+def test_muon_iterates_in_the_runs_precision(dtype, cpu_kind):
+    """float32 everywhere in a float32 run; bf16 in a half-precision run, but float32 where bf16 is emulated."""
+    expected = 'float32' if dtype == 'float32' or cpu_kind == 'emulated' else 'bfloat16'
+    assert hardware.muon_dtype(dtype, 'cpu') == expected
+
+
+def test_an_explicit_dtype_is_the_same_on_every_cpu_kind(monkeypatch):
+    """Nothing a float32 or bf16 run computes asks the CPU: the dtype and Muon's precision are the same both ways
+    (the warning for an emulated half precision aside)."""
+    resolved = {}
+    for kind in ('native', 'emulated'):
+        monkeypatch.setenv('GPT_CPU_BF16', kind)
+        resolved[kind] = [hardware.resolve_dtype(d, 'cpu') for d in ('float32', 'bfloat16')]
+        resolved[kind].append(hardware.muon_dtype('float32', 'cpu'))
+    assert resolved['native'] == resolved['emulated'] == ['float32', 'bfloat16', 'float32']
 
 
 class FakeMatmul:
@@ -109,10 +147,13 @@ def test_probe_keeps_the_best_call():
     assert n == 128 and flops == pytest.approx(2 * 128 ** 3 / 0.02)
 
 
-def test_cpu_peak_of_an_emulated_dtype_is_the_float32_peak(monkeypatch):
-    monkeypatch.setattr(torch.cpu, 'get_capabilities', lambda: ZEN3)
+def test_cpu_peak_of_an_emulated_dtype_is_the_float32_peak(cpu_kind):
     flops, source = hardware.peak_flops('cpu', 'bfloat16', max_n=256, max_reps=1)
-    assert 'float32 matmuls' in source and 'only emulates bfloat16' in source and flops > 0
+    assert flops > 0
+    if cpu_kind == 'native':
+        assert 'bfloat16 matmuls' in source and 'emulates' not in source
+    else:
+        assert 'float32 matmuls' in source and 'only emulates bfloat16' in source
 
 
 def test_gpu_peaks_match_whole_names():

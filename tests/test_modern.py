@@ -11,7 +11,7 @@ from checkpoint import make_checkpoint, save_checkpoint
 from configurator import UserError
 from conftest import assert_one_line_error, run_script
 from model import GPT, RECIPE_FIELDS, GPTConfig, LayerCache, sample_next
-from optim import Muon, newton_schulz
+from optim import Muon, adjusted_lr, newton_schulz
 from tokenizer import Tokenizer
 
 TINY = dict(block_size=16, vocab_size=50, n_layer=3, n_head=2, n_embd=32, bias=False)
@@ -163,24 +163,27 @@ def test_newton_schulz_is_torchs_in_bfloat16_and_orthogonalises_in_float32():
     assert s.min() > 0.5 and s.max() < 1.5  # Muon's iteration: singular values near one, not exactly
 
 
-def test_muon_step_is_torchs_update(monkeypatch):
-    """The update optim.Muon writes out (for CPUs without native bf16) against torch.optim.Muon's own step, with
-    both iterating in bfloat16: bitwise the same parameters and momentum after 3 steps."""
-    import optim
-    monkeypatch.setattr(optim, 'cpu_has_native_bf16', lambda: False)
-    monkeypatch.setattr(optim, 'newton_schulz', lambda g, c, n, e, dtype: newton_schulz(g, c, n, e, torch.bfloat16))
+def test_muon_step_is_torchs_update():
+    """optim.Muon iterating in bfloat16 is torch.optim.Muon's own step: bitwise the same parameters and momentum
+    after 3 steps; iterating in float32 it is the same update to float32's rounding."""
+    from torch.optim._muon import _adjust_lr
     torch.manual_seed(0)
     w0 = torch.randn(24, 8)
-    ours, theirs = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    ours, ours32, theirs = (torch.nn.Parameter(w0.clone()) for _ in range(3))
     kw = dict(lr=0.05, weight_decay=0.1, momentum=0.9, nesterov=True, adjust_lr_fn='original')
-    opt_ours, opt_theirs = Muon([ours], **kw), torch.optim.Muon([theirs], **kw)
+    opts = [Muon([ours], ns_dtype=torch.bfloat16, **kw), Muon([ours32], **kw), torch.optim.Muon([theirs], **kw)]
     for _ in range(3):
         g = torch.randn(24, 8)
-        ours.grad, theirs.grad = g.clone(), g.clone()
-        opt_ours.step()
-        opt_theirs.step()
+        for p in (ours, ours32, theirs):
+            p.grad = g.clone()
+        for opt in opts:
+            opt.step()
     assert torch.equal(ours, theirs)
-    assert torch.equal(opt_ours.state[ours]['momentum_buffer'], opt_theirs.state[theirs]['momentum_buffer'])
+    assert torch.equal(opts[0].state[ours]['momentum_buffer'], opts[2].state[theirs]['momentum_buffer'])
+    assert not torch.equal(ours32, theirs) and (ours32 - theirs).abs().max() < 0.01  # bf16's rounding, no more
+    for fn in ('original', 'match_rms_adamw'):
+        for shape in ((24, 8), (8, 24)):
+            assert adjusted_lr(0.05, fn, shape) == pytest.approx(_adjust_lr(0.05, fn, torch.Size(shape)), rel=1e-12)
 
 
 def test_muon_takes_the_block_matrices_and_adamw_the_rest():

@@ -58,6 +58,17 @@ def test_tiny_model_learns_shakespeare(shakespeare_char, tmp_path):
     assert not any(k.startswith(('_orig_mod.', 'module.')) for k in ckpt['model'])
 
 
+def test_auto_precision_trains_on_either_cpu_kind(shakespeare_char, tmp_path, cpu_kind):
+    """dtype='auto' (no --dtype): bf16 autocast, with the explicit attention path, where the CPU has native bf16, and
+    float32 where it emulates it; the loss falls either way."""
+    args = [a for a in TINY if not a.startswith('--dtype')]
+    out = run_script('train.py', '--dataset=shakespeare_char', f'--out_dir={tmp_path}', *args, '--max_iters=30',
+                     '--eval_interval=30', '--learning_rate=1e-2', '--lr_decay_iters=30').stdout
+    assert f"cpu, {'bfloat16' if cpu_kind == 'native' else 'float32'}; MFU" in out
+    log = evals(tmp_path)
+    assert log[-1]['val_loss'] < log[0]['val_loss'] - 0.5, log
+
+
 def test_batches_depend_only_on_seed_and_step(shakespeare_char):
     data_dir = dataloader.check_dataset(shakespeare_char, 32)
     batches = lambda start_step, micro_steps, rank: dataloader.train_batches(
@@ -80,8 +91,11 @@ def test_batches_depend_only_on_seed_and_step(shakespeare_char):
     assert torch.equal(next(later)[0], next(resumed)[0])
 
 
-@pytest.mark.parametrize('recipe', [[], MODERN], ids=['gpt2', 'modern_muon'])
-def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path, recipe):
+@pytest.mark.parametrize('recipe, cpu_bf16', [([], None), (MODERN, 'native'), (MODERN, 'emulated')],
+                         ids=['gpt2', 'modern_muon-native_bf16', 'modern_muon-emulated_bf16'])
+def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path, monkeypatch, recipe, cpu_bf16):
+    if cpu_bf16:  # Muon's iteration: float32 in a float32 run, whatever the CPU
+        monkeypatch.setenv('GPT_CPU_BF16', cpu_bf16)
     common = ['--max_iters=20', '--eval_interval=20', '--gradient_accumulation_steps=4', '--always_save_checkpoint=True',
               *recipe]
     train(tmp_path / 'single', *common)
@@ -93,6 +107,16 @@ def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path, recipe)
     print(f"DDP (2 ranks x 2 micro-steps) vs 1 process x 4 micro-steps: max abs weight diff {worst:.2e}")
     single, ddp = evals(tmp_path / 'single'), evals(tmp_path / 'ddp')
     assert abs(single[-1]['val_loss'] - ddp[-1]['val_loss']) < 1e-5
+
+
+def test_muon_in_a_float32_run_is_the_same_on_every_cpu_kind(shakespeare_char, tmp_path, monkeypatch):
+    """--dtype=float32 orthogonalizes in float32 whatever the CPU: the same weights, bit for bit, whether the CPU
+    is taken for one with native bf16 or one that emulates it (GPT_CPU_BF16)."""
+    for kind in ('native', 'emulated'):
+        monkeypatch.setenv('GPT_CPU_BF16', kind)
+        out = train(tmp_path / kind, *MODERN, '--max_iters=6', '--eval_interval=6').stdout
+        assert 'orthogonalized in float32' in out
+    assert_same_weights(tmp_path / 'native' / 'ckpt.pt', tmp_path / 'emulated' / 'ckpt.pt', atol=0.0)
 
 
 @pytest.mark.parametrize('recipe', [[], MODERN], ids=['gpt2', 'modern_muon'])
