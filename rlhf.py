@@ -105,6 +105,8 @@ if normalize_reward not in ('auto', 'always', 'never'):
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
 reward_fn = get_reward(reward, device, reward_batch_size)  # first: a misspelt reward should not wait for the models
+if wandb_log:
+    loop.import_wandb()  # a missing wandb is one line before any work
 
 
 # the starting model, frozen as the reference, and the policy (a copy of it with a value head)
