@@ -187,13 +187,13 @@ def test_bad_input_is_one_line(sort_run, tmp_path):
 
 
 def test_scoring_draws_a_bar_on_a_terminal_and_none_when_piped(shakespeare_char, tmp_path):
-    # 300 questions from tiny Shakespeare (a line's start; its own end or three other lines' ends) for a random
+    # 200 questions from tiny Shakespeare (a line's start; its own end or three other lines' ends) for a random
     # tiny character model: the bar, not the score, is what is checked
     text = open(f'{REPO}/data/shakespeare_char/input.txt').read()
-    lines = [line for line in text.split('\n') if len(line) >= 30][:1200]
+    lines = [line for line in text.split('\n') if len(line) >= 30][:800]
     with open(tmp_path / 'choices.jsonl', 'w') as f:
-        for i in range(300):
-            endings = [lines[i + k * 300][15:30] for k in range(4)]
+        for i in range(200):
+            endings = [lines[i + k * 200][15:30] for k in range(4)]
             f.write(json.dumps({'context': lines[i][:15], 'endings': endings, 'label': 0}) + '\n')
     tok = Tokenizer.from_meta(f'{REPO}/data/shakespeare_char/meta.pkl')
     torch.manual_seed(0)
@@ -201,9 +201,9 @@ def test_scoring_draws_a_bar_on_a_terminal_and_none_when_piped(shakespeare_char,
     save_checkpoint(make_checkpoint(model, torch.optim.SGD(model.parameters(), lr=0.0), 0, 9.9,
                                     {'dataset': shakespeare_char}, tok), str(tmp_path / 'out' / 'ckpt.pt'))
     args = ['eval_tasks.py', f'--out_dir={tmp_path / "out"}', f'--task={tmp_path / "choices.jsonl"}', '--device=cpu',
-            '--dtype=float32', '--batch_size=4']
+            '--dtype=float32', '--batch_size=8']
     piped = run_script(*args)
-    assert 'on 300 examples' in piped.stdout and piped.stderr == '', piped.stderr
+    assert 'on 200 examples' in piped.stdout and piped.stderr == '', piped.stderr
     # stderr a pseudo-terminal, as in an interactive shell: tqdm's bar, with the count, the rate and the ETA
     terminal, child_end = pty.openpty()
     fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 100, 0, 0))  # 100 columns: a new pty has 0
@@ -220,6 +220,6 @@ def test_scoring_draws_a_bar_on_a_terminal_and_none_when_piped(shakespeare_char,
             break
         drawn += chunk
     os.close(terminal)
-    assert proc.wait(timeout=300) == 0 and 'on 300 examples' in proc.stdout.read()
+    assert proc.wait(timeout=300) == 0 and 'on 200 examples' in proc.stdout.read()
     bar = [line for line in drawn.decode('utf-8').split('\r') if line.strip()][-1]  # the bar as it was left
-    assert re.fullmatch(r'scoring: 100%\|█+\| 300/300 \[\d\d:\d\d<00:00, +[\d.]+example/s\]\s*', bar), drawn
+    assert re.fullmatch(r'scoring: 100%\|█+\| 200/200 \[\d\d:\d\d<00:00, +[\d.]+example/s\]\s*', bar), drawn
