@@ -26,6 +26,7 @@ import os
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from configurator import UserError
 from data.common import read_jsonl
@@ -94,12 +95,14 @@ def ending_logprobs(model, examples, device):
 
 
 @torch.no_grad()
-def score_choices(model, examples, *, batch_size, ctx, device, rank=0, world_size=1):
+def score_choices(model, examples, *, batch_size, ctx, device, rank=0, world_size=1, progress=False):
     """{'examples', 'acc', 'acc_norm'} over the examples; ranks take every world_size-th example and all-reduce
-    the counts. The model is evaluated in eval mode and left in the mode it came in."""
+    the counts. The model is evaluated in eval mode and left in the mode it came in. progress=True draws a bar
+    of rank 0's examples on stderr when it is a terminal."""
     counts = torch.zeros(3, dtype=torch.float64, device=device)  # examples, right by sum, right by mean
     mine = examples[rank::world_size]
-    with eval_mode(model):
+    bar = tqdm(total=len(mine), desc='scoring', unit='example', disable=bar_off(progress, rank))
+    with eval_mode(model), bar:
         for i in range(0, len(mine), batch_size):
             batch = mine[i:i + batch_size]
             with ctx:
@@ -108,10 +111,17 @@ def score_choices(model, examples, *, batch_size, ctx, device, rank=0, world_siz
                 total, mean = s[:, 0], s[:, 0] / s[:, 1]
                 counts += torch.stack([torch.ones((), dtype=torch.float64, device=device),
                                        (total.argmax() == label).double(), (mean.argmax() == label).double()])
+            bar.update(len(batch))
     if world_size > 1:
         torch.distributed.all_reduce(counts)
     n = int(counts[0].item())
     return {'examples': n, 'acc': counts[1].item() / n, 'acc_norm': counts[2].item() / n}
+
+
+def bar_off(progress, rank):
+    """tqdm's disable: True (no bar) unless progress is asked for on rank 0 (under torchrun every rank would
+    draw one); else None, which draws only when stderr is a terminal, so logs and pipes get no bar."""
+    return True if not progress or rank != 0 else None
 
 
 # -----------------------------------------------------------------------------
@@ -133,15 +143,16 @@ def token_bytes(tokenizer, vocab_size):
 
 
 @torch.no_grad()
-def bits_per_byte(model, *, data_dir, tokenizer, eval_iters, batch_size, seed, ctx, device, rank=0, world_size=1):
+def bits_per_byte(model, *, data_dir, tokenizer, eval_iters, batch_size, seed, ctx, device, rank=0, world_size=1,
+                  progress=False):
     """Bits per byte, and the per-token loss, over the same eval_iters fixed val batches train.py's val loss
     uses (dataloader.eval_batch): the summed loss in nats of the targets that stand for text, over ln 2 times
-    the bytes of that text."""
+    the bytes of that text. progress=True: a bar of rank 0's batches, as score_choices draws."""
     lengths = token_bytes(tokenizer, model.config.vocab_size).to(device)
     block_size = model.config.block_size
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # nats, bytes, tokens (of the counted targets)
     with eval_mode(model):
-        for k in range(rank, eval_iters, world_size):
+        for k in tqdm(range(rank, eval_iters, world_size), desc='bpb', unit='batch', disable=bar_off(progress, rank)):
             x, y = to_device(*eval_batch(data_dir, 'val', seed, k, batch_size, block_size, model.config.vocab_size),
                              device)
             with ctx:
@@ -199,7 +210,7 @@ if __name__ == '__main__':
             raise UserError(f"{name} names no dataset: pass --dataset=<a prepared dataset> for bpb")
         result = bits_per_byte(model, data_dir=check_dataset(dataset, model.config.block_size), tokenizer=tokenizer,
                                eval_iters=eval_iters, batch_size=batch_size, seed=seed, ctx=hw.ctx, device=device,
-                               rank=rank, world_size=world_size)
+                               rank=rank, world_size=world_size, progress=True)
         summary = (f"bpb {result['bpb']:.4f} (loss {result['loss']:.4f} nats/token, perplexity "
                    f"{math.exp(result['loss']):.2f}) on {result['tokens']:,} tokens ({result['bytes']:,} bytes) of "
                    f"{dataset}'s val split")
@@ -208,7 +219,7 @@ if __name__ == '__main__':
         examples = read_choices(path, tokenizer, model.config.block_size)
         examples = examples[:max_examples] if max_examples > 0 else examples
         result = score_choices(model, examples, batch_size=batch_size, ctx=hw.ctx, device=device, rank=rank,
-                               world_size=world_size)
+                               world_size=world_size, progress=True)
         summary = (f"{task}: acc {result['acc']:.4f}, acc_norm {result['acc_norm']:.4f} on {result['examples']:,} "
                    f"examples")
     seconds = time.time() - t0

@@ -20,6 +20,7 @@ import json
 import os
 
 import torch
+from tqdm import tqdm
 
 from configurator import UserError
 from model import GPT, GPT2_NAMES, GPT2_VOCAB_SIZE, GPTConfig
@@ -167,7 +168,7 @@ def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1):
     if architecture != 'gpt2':
         return save_rotary_model(model, out_dir, architecture, vocab, eos_token_id)
     sd = {}
-    for key, w in model.state_dict().items():
+    for key, w in tqdm(model.state_dict().items(), desc='converting', unit='tensor', disable=None):  # terminals only
         if key == 'lm_head.weight':
             continue  # tied to wte; transformers re-ties it on load
         w = w.detach().float().cpu()
@@ -239,8 +240,8 @@ def save_rotary_model(model, out_dir, architecture, vocab, eos_token_id):
         if architecture == 'apertus':
             sd.update({theirs + 'self_attn.q_norm.weight': ones(hs), theirs + 'self_attn.k_norm.weight': ones(hs)})
     os.makedirs(out_dir, exist_ok=True)
-    save_file({k: w.contiguous() for k, w in sd.items()}, os.path.join(out_dir, 'model.safetensors'),
-              metadata={'format': 'pt'})
+    sd = {k: w.contiguous() for k, w in tqdm(sd.items(), desc='converting', unit='tensor', disable=None)}  # copies
+    save_file(sd, os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
     from model import RMSNorm
     hf_config = dict(
         architectures=[class_name], model_type=architecture, vocab_size=vocab, hidden_size=c.n_embd,

@@ -118,9 +118,11 @@ class RunLog:
     """A run's records, one JSON object per line of `path` (out_dir/log.jsonl), and to wandb when given
     wandb=(project, run_name, config). keep_before=N starts the file over with only the records of
     iterations below N: 0 for a new run, iter_num for a resumed one, which replays its iterations from
-    there (so a plot of the log never loops back); None appends to what is there (train.py's eval_only)."""
+    there (so a plot of the log never loops back); None appends to what is there (train.py's eval_only).
+    wandb_run_id (a resumed run's, from its ckpt.pt) continues that wandb run instead of starting one;
+    the id this log writes to is self.wandb_run_id, for the checkpoint."""
 
-    def __init__(self, path, keep_before=None, wandb=None):
+    def __init__(self, path, keep_before=None, wandb=None, wandb_run_id=None):
         self.path = path
         if keep_before is not None:
             kept = []
@@ -130,23 +132,32 @@ class RunLog:
             with open(path + '.tmp', 'w') as f:
                 f.writelines(kept)
             os.replace(path + '.tmp', path)
-        self.wandb = init_wandb(*wandb) if wandb else None
+        self.wandb_run, self.wandb_run_id = None, None
+        if wandb:
+            project, run_name, config = wandb
+            self.wandb_run = import_wandb().init(project=project, name=run_name, config=config, id=wandb_run_id,
+                                                 resume='allow' if wandb_run_id else None)
+            self.wandb_run_id = self.wandb_run.id
+            # a record's wandb step is its iteration. A resumed run replays iterations the wandb run may already
+            # hold (online, wandb then starts at the step after its last): those are skipped, not refused noisily
+            self.wandb_first_step = self.wandb_run.step
 
     def write(self, record):
         with open(self.path, 'a') as f:
             f.write(json.dumps(record) + '\n')
-        if self.wandb is not None:
-            self.wandb.log(record)
+        if self.wandb_run is not None and record['iter'] >= self.wandb_first_step:
+            self.wandb_run.log(record, step=record['iter'])
 
 
-def init_wandb(project, run_name, config):
-    """wandb.init, or a one-line error saying how to get wandb (it is optional, not in requirements.txt)."""
+def import_wandb():
+    """The wandb module, imported only when a run logs to it (the import takes half a second), or a one-line
+    error saying how to get it. Scripts call it right after their settings are checked, so that a missing wandb
+    stops a --wandb_log=True run before any work."""
     try:
         import wandb
     except ImportError:
         raise UserError("wandb_log=True needs wandb: `pip install wandb` (WANDB_MODE=offline logs without an "
                         "account); every record is also in out_dir/log.jsonl") from None
-    wandb.init(project=project, name=run_name, config=config)
     return wandb
 
 

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import dataloader
 import hardware
@@ -105,6 +106,8 @@ if normalize_reward not in ('auto', 'always', 'never'):
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
 reward_fn = get_reward(reward, device, reward_batch_size)  # first: a misspelt reward should not wait for the models
+if wandb_log:
+    loop.import_wandb()  # a missing wandb is one line before any work
 
 
 # the starting model, frozen as the reference, and the policy (a copy of it with a value head)
@@ -281,19 +284,23 @@ def evaluate(ppo_minutes=None):
     for name, gpt in (('start', reference), ('policy', model.gpt)):
         torch.manual_seed(seed)  # the same sampling noise for both
         texts, scores, kls, lengths = [], [], [], []
-        for i in range(0, len(prompts), batch_size):
-            if stopper.requested:  # the policy is already saved: only the evaluation is cut short
-                print(f"stopped by signal during the evaluation; evaluate {out_dir}/ckpt.pt again with --eval_only=True")
-                raise SystemExit(130)
-            seq, starts, mask, prompt_texts, chunk_texts = sample(gpt, prompts[i:i + batch_size])
-            texts += zip(prompt_texts, chunk_texts)
-            scores += reward_fn(chunk_texts, prompt_texts)
-            lengths += summary_lengths(seq, starts, mask).tolist()
-            if name == 'policy':  # KL(policy || start) per completion, on the policy's own samples
-                with ctx:
-                    logp = ppo.completion_logprobs(gpt, seq, starts, max_new_tokens)
-                    ref_logp = ppo.completion_logprobs(reference, seq, starts, max_new_tokens)
-                kls += ((logp - ref_logp) * mask).sum(1).tolist()
+        # a bar per model on stderr, drawn only when it is a terminal (none in logs and pipes)
+        with tqdm(total=len(prompts), desc=f'eval: {name} samples', unit='sample', disable=None) as bar:
+            for i in range(0, len(prompts), batch_size):
+                if stopper.requested:  # the policy is already saved: only the evaluation is cut short
+                    print(f"stopped by signal during the evaluation; evaluate {out_dir}/ckpt.pt again with "
+                          f"--eval_only=True")
+                    raise SystemExit(130)
+                seq, starts, mask, prompt_texts, chunk_texts = sample(gpt, prompts[i:i + batch_size])
+                texts += zip(prompt_texts, chunk_texts)
+                scores += reward_fn(chunk_texts, prompt_texts)
+                lengths += summary_lengths(seq, starts, mask).tolist()
+                if name == 'policy':  # KL(policy || start) per completion, on the policy's own samples
+                    with ctx:
+                        logp = ppo.completion_logprobs(gpt, seq, starts, max_new_tokens)
+                        ref_logp = ppo.completion_logprobs(reference, seq, starts, max_new_tokens)
+                    kls += ((logp - ref_logp) * mask).sum(1).tolist()
+                bar.update(len(chunk_texts))
         out[f'reward_{name}'] = float(np.mean(scores))
         out[f'length_{name}'] = float(np.mean(lengths))
         if references is not None:

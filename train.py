@@ -119,6 +119,9 @@ from eval_tasks import read_choices, score_choices  # noqa: E402
 from model import RECIPE_FIELDS  # noqa: E402
 from tokenizer import dataset_dir, for_dataset  # noqa: E402
 
+if wandb_log:
+    loop.import_wandb()  # a missing wandb is one line now, not after the model is built
+
 # various inits, derived attributes, I/O setup
 distributed = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
 ddp, fsdp = distributed and parallelism == 'ddp', distributed and parallelism == 'fsdp'
@@ -169,6 +172,7 @@ if eval_hellaswag:  # read and checked now, before any work; scored at each eval
 iter_num = 0
 best_val_loss = 1e9
 saved_iter = None  # the iteration of the ckpt.pt this run must not lose (its best model), once there is one
+wandb_run_id = None  # the wandb run this training logs to, kept in ckpt.pt: a resumed run continues it
 checkpoint = None
 torch.manual_seed(seed)  # the same initial weights on every rank
 if init_from == 'scratch':
@@ -189,6 +193,7 @@ else:
         iter_num = checkpoint['iter_num']
         best_val_loss = checkpoint['best_val_loss']
         saved_iter = checkpoint.get('best_iter', iter_num)
+        wandb_run_id = checkpoint.get('wandb_run_id')
     else:  # another run's weights start a new run: its optimizer state and iteration count are not this run's
         checkpoint = None
     if block_size < model.config.block_size:  # e.g. GPT-2's 1024 cropped to a smaller context
@@ -245,7 +250,7 @@ def save(reason, name='ckpt.pt'):
         return
     ckpt = make_checkpoint(raw_model, optimizer, iter_num, best_val_loss, config, data_tokenizer,
                            model_state=states[0], optimizer_state=states[1], best_iter=saved_iter, command=command,
-                           scaler=scaler.state_dict())
+                           scaler=scaler.state_dict(), wandb_run_id=wandb_run_id)
     path = os.path.join(out_dir, name)
     save_checkpoint(ckpt, path)
     print(f"saving checkpoint to {path} ({reason})")
@@ -263,11 +268,14 @@ def diverged(what):
 
 
 # out_dir/log.jsonl is the training curve, one record per eval (a resumed run first drops the records from
-# iter_num on, which it replays); --eval_only runs append to eval.jsonl instead, so a plot of the log never loops back
+# iter_num on, which it replays); --eval_only runs append to eval.jsonl instead, so a plot of the log never loops back.
+# With wandb, a resumed run logs to the wandb run of its checkpoint (an --eval_only run is a wandb run of its own)
 if master_process:
     log = loop.RunLog(os.path.join(out_dir, 'eval.jsonl' if eval_only else 'log.jsonl'),
                       keep_before=None if eval_only else iter_num,
-                      wandb=(wandb_project, wandb_run_name, config) if wandb_log else None)
+                      wandb=(wandb_project, wandb_run_name, config) if wandb_log else None,
+                      wandb_run_id=None if eval_only else wandb_run_id)
+    wandb_run_id = log.wandb_run_id or wandb_run_id
 
 
 def stop_run():

@@ -68,6 +68,8 @@ if reward_reduction not in REDUCTIONS:
     raise UserError(f"reward_reduction must be one of {', '.join(REDUCTIONS)}, got '{reward_reduction}'")
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
+if wandb_log:
+    loop.import_wandb()  # a missing wandb is one line before any work
 
 # the trunk and its vocabulary
 if init_from == 'scratch':

@@ -25,6 +25,7 @@ import urllib.parse
 import urllib.request
 
 import numpy as np
+from tqdm import tqdm
 
 from configurator import UserError
 from tokenizer import get_gpt2_encoding
@@ -164,13 +165,16 @@ def split_documents(docs, val_fraction):
 
 def encode_documents(tok, docs):
     """One uint16 array: each document's ids, with tok.eot_token between documents (char vocabularies
-    have none, so their documents simply follow one another)."""
+    have none, so their documents simply follow one another). A bar of the characters done goes to stderr
+    when it is a terminal (tqdm's disable=None: none in logs and pipes)."""
     check_vocab_fits_uint16(tok.vocab_size)
     ids = []
-    for i, doc in enumerate(docs):
-        if i and tok.eot_token is not None:
-            ids.append(tok.eot_token)
-        ids.extend(tok.encode(doc))
+    with tqdm(total=sum(map(len, docs)), desc='tokenizing', unit='char', unit_scale=True, disable=None) as bar:
+        for i, doc in enumerate(docs):
+            if i and tok.eot_token is not None:
+                ids.append(tok.eot_token)
+            ids.extend(tok.encode(doc))
+            bar.update(len(doc))
     return np.array(ids, dtype=np.uint16)
 
 

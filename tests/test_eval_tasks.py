@@ -1,10 +1,16 @@
 """eval_tasks.py and data/hellaswag: multiple-choice scoring against a plain one-at-a-time reference (our GPT and
 transformers' GPT-2), a learned task scored far above chance, torchrun giving the single-process counts, bits per
-byte, train.py --eval_hellaswag, and bad input."""
+byte, train.py --eval_hellaswag, bad input, and the progress bar (on a terminal only)."""
+import fcntl
 import json
 import math
+import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 import torch
@@ -178,3 +184,42 @@ def test_bad_input_is_one_line(sort_run, tmp_path):
     proc = run_script('data/hellaswag/prepare.py', f'--out_dir={tmp_path / "hs"}', check=False,
                       env={'https_proxy': 'http://127.0.0.1:9', 'HTTPS_PROXY': 'http://127.0.0.1:9'})
     assert_one_line_error(proc, 'cannot download', '--input=')
+
+
+def test_scoring_draws_a_bar_on_a_terminal_and_none_when_piped(shakespeare_char, tmp_path):
+    # 200 questions from tiny Shakespeare (a line's start; its own end or three other lines' ends) for a random
+    # tiny character model: the bar, not the score, is what is checked
+    text = open(f'{REPO}/data/shakespeare_char/input.txt').read()
+    lines = [line for line in text.split('\n') if len(line) >= 30][:800]
+    with open(tmp_path / 'choices.jsonl', 'w') as f:
+        for i in range(200):
+            endings = [lines[i + k * 200][15:30] for k in range(4)]
+            f.write(json.dumps({'context': lines[i][:15], 'endings': endings, 'label': 0}) + '\n')
+    tok = Tokenizer.from_meta(f'{REPO}/data/shakespeare_char/meta.pkl')
+    torch.manual_seed(0)
+    model = new_model(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=tok.vocab_size)
+    save_checkpoint(make_checkpoint(model, torch.optim.SGD(model.parameters(), lr=0.0), 0, 9.9,
+                                    {'dataset': shakespeare_char}, tok), str(tmp_path / 'out' / 'ckpt.pt'))
+    args = ['eval_tasks.py', f'--out_dir={tmp_path / "out"}', f'--task={tmp_path / "choices.jsonl"}', '--device=cpu',
+            '--dtype=float32', '--batch_size=8']
+    piped = run_script(*args)
+    assert 'on 200 examples' in piped.stdout and piped.stderr == '', piped.stderr
+    # stderr a pseudo-terminal, as in an interactive shell: tqdm's bar, with the count, the rate and the ETA
+    terminal, child_end = pty.openpty()
+    fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 100, 0, 0))  # 100 columns: a new pty has 0
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=child_end,
+                            env=script_env(), text=True)
+    os.close(child_end)
+    drawn = b''
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the child has closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(terminal)
+    assert proc.wait(timeout=300) == 0 and 'on 200 examples' in proc.stdout.read()
+    bar = [line for line in drawn.decode('utf-8').split('\r') if line.strip()][-1]  # the bar as it was left
+    assert re.fullmatch(r'scoring: 100%\|█+\| 200/200 \[\d\d:\d\d<00:00, +[\d.]+example/s\]\s*', bar), drawn

@@ -112,8 +112,9 @@ def write_stream(ds, files):
     n = {'val': 0, 'train': 0}
     t0 = time.time()
     work = functools.partial(gpt2_ids, eot_before=True)
-    # the bar is closed (its line ended) before an error line can follow it
-    with tqdm(total=max_tokens or None, unit='tok', unit_scale=True, desc=f'tokenizing ({num_proc} proc)') as bar, \
+    # the bar is drawn only when stderr is a terminal, and closed (its line ended) before an error line can follow it
+    with tqdm(total=max_tokens or None, unit='tok', unit_scale=True, desc=f'tokenizing ({num_proc} proc)',
+              disable=None) as bar, \
             atomic_outputs(out_dir, ['train.bin', 'val.bin']) as out, \
             contextlib.closing(in_workers(work, pieces(texts(ds, files)), num_proc)) as results:
         for ids in results:

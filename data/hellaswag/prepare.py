@@ -17,6 +17,8 @@ import urllib.request
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, as data/__init__.py says
+from tqdm import tqdm
+
 from configurator import UserError, configure
 from data.common import atomic_outputs, read_jsonl
 from tokenizer import Tokenizer
@@ -50,7 +52,8 @@ if not examples:
     raise UserError(f"{source} holds no examples")
 
 enc = Tokenizer.gpt2()
-longest = max(len(enc.encode(x['context'])) + max(len(enc.encode(e)) for e in x['endings']) for x in examples)
+longest = max(len(enc.encode(x['context'])) + max(len(enc.encode(e)) for e in x['endings'])
+              for x in tqdm(examples, desc='counting tokens', unit='example', disable=None))  # terminals only
 with atomic_outputs(out_dir, ['val.jsonl']) as files:
     for x in examples:
         files['val.jsonl'].write((json.dumps(x) + '\n').encode('utf-8'))

@@ -129,9 +129,11 @@ def write_splits(docs, splits):
     print(f"{len(tasks):,} shards: " + ', '.join(f"{sum(t[0] == name for t in tasks):,} {name}" for name in splits))
     counts = dict.fromkeys(splits, 0)
     t0 = time.time()
+    # the bar is drawn only when stderr is a terminal, and closed (its line ended) before an error line can follow it
     with atomic_outputs(out_dir, [f'{name}.bin' for name in splits]) as files, \
-            contextlib.closing(in_workers(tokenize_shard, tasks, num_proc, _init_worker, (docs, splits))) as results:
-        for name, arr in tqdm(results, total=len(tasks), unit='shard', desc=f'tokenizing ({num_proc} proc)'):
+            contextlib.closing(in_workers(tokenize_shard, tasks, num_proc, _init_worker, (docs, splits))) as results, \
+            tqdm(results, total=len(tasks), unit='shard', desc=f'tokenizing ({num_proc} proc)', disable=None) as bar:
+        for name, arr in bar:
             counts[name] += write_ids(files[f'{name}.bin'], arr)
     dt = time.time() - t0
     for name, n in counts.items():

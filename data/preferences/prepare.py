@@ -18,6 +18,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, as data/__init__.py says
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import dataloader
 from checkpoint import check_vocabulary, load_model, tokenizer_for, trained_dataset
@@ -59,26 +60,32 @@ train_tokens = dataloader.open_split(data_dir, 'train')
 score = get_reward(label, device)
 
 pairs, drawn = [], 0
-while len(pairs) < n_pairs:
-    prompts = prompt_windows(train_tokens, batch_size, prompt_len, rng)
-    # each prompt twice: rows i and i + batch_size are its two completions
-    seq, starts = generate_completions(model, prompts + prompts, max_new_tokens, device,
-                                       vocab_size=tokenizer.vocab_size)
-    texts = completion_texts(tokenizer, seq, starts, max_new_tokens)
-    prompt_texts = [tokenizer.decode(p) for p in prompts]
-    scores = score(texts, prompt_texts + prompt_texts)
-    for i, prompt in enumerate(prompt_texts):
-        (a, score_a), (b, score_b) = (texts[i], scores[i]), (texts[i + batch_size], scores[i + batch_size])
-        drawn += 1
-        if abs(score_a - score_b) < min_margin:
-            continue
-        if score_b > score_a:
-            (a, score_a), (b, score_b) = (b, score_b), (a, score_a)
-        pairs.append({'prompt': prompt, 'chosen': a, 'rejected': b, 'chosen_score': score_a, 'rejected_score': score_b})
-    print(f"{len(pairs)} pairs kept of {drawn} drawn")
-    if not pairs and drawn >= 10 * batch_size:
-        raise UserError(f"none of {drawn} pairs of completions differ by min_margin={min_margin} under '{label}': "
-                        f"lower min_margin")
+# on a terminal a bar (tqdm's disable=None: stderr a terminal); in logs and pipes a line per batch instead
+with tqdm(total=n_pairs, desc='pairs', unit='pair', disable=None) as bar:
+    while len(pairs) < n_pairs:
+        prompts = prompt_windows(train_tokens, batch_size, prompt_len, rng)
+        # each prompt twice: rows i and i + batch_size are its two completions
+        seq, starts = generate_completions(model, prompts + prompts, max_new_tokens, device,
+                                           vocab_size=tokenizer.vocab_size)
+        texts = completion_texts(tokenizer, seq, starts, max_new_tokens)
+        prompt_texts = [tokenizer.decode(p) for p in prompts]
+        scores = score(texts, prompt_texts + prompt_texts)
+        for i, prompt in enumerate(prompt_texts):
+            (a, score_a), (b, score_b) = (texts[i], scores[i]), (texts[i + batch_size], scores[i + batch_size])
+            drawn += 1
+            if abs(score_a - score_b) < min_margin:
+                continue
+            if score_b > score_a:
+                (a, score_a), (b, score_b) = (b, score_b), (a, score_a)
+            pairs.append({'prompt': prompt, 'chosen': a, 'rejected': b, 'chosen_score': score_a,
+                          'rejected_score': score_b})
+        bar.set_postfix_str(f'{drawn} drawn', refresh=False)
+        bar.update(min(len(pairs), n_pairs) - bar.n)
+        if bar.disable:
+            print(f"{len(pairs)} pairs kept of {drawn} drawn")
+        if not pairs and drawn >= 10 * batch_size:
+            raise UserError(f"none of {drawn} pairs of completions differ by min_margin={min_margin} under "
+                            f"'{label}': lower min_margin")
 pairs = pairs[:n_pairs]
 
 n_val = max(1, int(len(pairs) * val_fraction))

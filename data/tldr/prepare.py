@@ -44,6 +44,7 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))  # the repo root, as data/__init__.py says
 import numpy as np
+from tqdm import tqdm
 
 from configurator import UserError, configure
 from data.common import (atomic_outputs, hub_offline, is_local, load_hub, load_local, probe_hub, read_or_download,
@@ -197,7 +198,7 @@ def synthetic_comparisons(posts, rng):
 def encode(examples, split, skipped):
     """(ids, mask, kept examples) of one split's (prompt, completion) pairs; skipped counts what was left out."""
     ids, mask, kept = [], [], []
-    for prompt, completion in examples:
+    for prompt, completion in tqdm(examples, desc=f'tokenizing {split}', unit='post', disable=None):  # terminals only
         if not completion:
             skipped['an empty summary'] += 1
             continue
