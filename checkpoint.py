@@ -27,6 +27,7 @@ from configurator import UserError
 from files import fault_if_full, follow_umask, space_for
 from model import GPT, GPT2_NAMES, GPTConfig
 
+RUN_FILES = ('ckpt.pt', 'resume.pt', 'log.jsonl', '.lock')  # what a training run writes into its out_dir
 STATE_DICT_PREFIXES = ('_orig_mod.', 'module.')  # left by torch.compile and DDP wrappers
 LEGACY_HEAD_KEYS = {'head': 'reward', 'value_head': 'value'}  # the scalar head's key before 2026-12
 
@@ -128,6 +129,18 @@ def claim_out_dir(out_dir):
         if name.startswith('ckpt.pt.') and name.endswith('.tmp'):
             os.remove(os.path.join(out_dir, name))
     return lock
+
+
+def training_run_in(folder, deep=True):
+    """The path of a training run's file (RUN_FILES) in folder, or with deep in any folder under it; else None.
+    Such a folder is never a place to replace or delete."""
+    for root, dirs, names in os.walk(folder):
+        found = [n for n in RUN_FILES if n in names]
+        if found:
+            return os.path.join(root, found[0])
+        if not deep:
+            return None
+    return None
 
 
 def clean_state_dict(state_dict):

@@ -22,6 +22,7 @@ import os
 import torch
 
 from configurator import UserError
+from files import follow_umask
 from model import GPT, GPT2_NAMES, GPT2_VOCAB_SIZE, GPTConfig
 
 CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
@@ -160,7 +161,6 @@ def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1):
     written as they are. A model trained with bias=False gets zero biases, which compute the same function.
     eos_token_id: the end-of-text id (GPT-2's 50256), or None for a vocabulary without one.
     """
-    from safetensors.torch import save_file
     c = model.config
     vocab = GPT2_VOCAB_SIZE if c.vocab_size == 50304 else c.vocab_size
     architecture = hf_architecture(c)
@@ -181,8 +181,7 @@ def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1):
             if key.endswith('.weight') and ('ln_' in key or 'c_' in key):
                 out = sd[key].shape[-1] if key.endswith(CONV1D_WEIGHTS) else sd[key].shape[0]
                 sd[key[:-len('weight')] + 'bias'] = torch.zeros(out)
-    os.makedirs(out_dir, exist_ok=True)
-    save_file(sd, os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
+    _save_safetensors(sd, out_dir)
     hf_config = dict(
         architectures=['GPT2LMHeadModel'], model_type='gpt2', vocab_size=vocab,
         n_positions=c.block_size, n_ctx=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
@@ -210,7 +209,6 @@ def save_rotary_model(model, out_dir, architecture, vocab, eos_token_id):
     parameter-free norms as gains of one where the architecture has gains. NanoChat turns each rotary pair the
     other way (its rotate_half is (x2, -x1)); turning the two halves of every head's q and k rows around makes its
     rotation this repo's, and q k^T (and the parameter-free QK-norm) do not see the order of a head's channels."""
-    from safetensors.torch import save_file
     c = model.config
     hs = c.n_embd // c.n_head
     class_name, norm_1, norm_2 = HF_CLASSES[architecture]
@@ -238,9 +236,7 @@ def save_rotary_model(model, out_dir, architecture, vocab, eos_token_id):
             sd.update({theirs + f'{norm_1}.weight': ones(c.n_embd), theirs + f'{norm_2}.weight': ones(c.n_embd)})
         if architecture == 'apertus':
             sd.update({theirs + 'self_attn.q_norm.weight': ones(hs), theirs + 'self_attn.k_norm.weight': ones(hs)})
-    os.makedirs(out_dir, exist_ok=True)
-    save_file({k: w.contiguous() for k, w in sd.items()}, os.path.join(out_dir, 'model.safetensors'),
-              metadata={'format': 'pt'})
+    _save_safetensors({k: w.contiguous() for k, w in sd.items()}, out_dir)
     from model import RMSNorm
     hf_config = dict(
         architectures=[class_name], model_type=architecture, vocab_size=vocab, hidden_size=c.n_embd,
@@ -307,6 +303,15 @@ def load_rotary_model(hf, sd, where, override_args):
         ours['lm_head.weight'] = ours['transformer.wte.weight']
     model.load_state_dict(ours)
     return model
+
+
+def _save_safetensors(sd, out_dir):
+    """out_dir/model.safetensors, with the permissions of the umask (safetensors writes its file private, 0600)."""
+    from safetensors.torch import save_file
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, 'model.safetensors')
+    save_file(sd, path, metadata={'format': 'pt'})
+    follow_umask(path)
 
 
 def _write_generation_config(out_dir, block_size, eos_token_id):
