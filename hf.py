@@ -33,6 +33,9 @@ CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight',
 
 def config_from_hf(hf, where):
     """GPTConfig fields from a transformers GPT2Config dict; refuse variants this model does not compute."""
+    missing = [k for k in ('n_layer', 'n_head', 'n_embd', 'n_positions', 'vocab_size') if k not in hf]
+    if missing:
+        raise UserError(f"{where}: config.json lacks {', '.join(missing)}: it is not a GPT-2 config")
     act = hf.get('activation_function', 'gelu_new')
     checks = [
         (act in ('gelu_new', 'gelu_pytorch_tanh'), f"activation_function {act!r} (only GPT-2's tanh gelu)"),
@@ -54,14 +57,27 @@ def read_hf_dir(path):
     config_path = os.path.join(path, 'config.json')
     if not os.path.isfile(config_path):
         raise UserError(f"{path} is not a Hugging Face GPT-2 directory: it has no config.json")
-    with open(config_path) as f:
-        hf_config = json.load(f)
+    try:
+        with open(config_path, encoding='utf-8') as f:
+            hf_config = json.load(f)
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise UserError(f"{config_path} is not a JSON config ({e}): the directory is damaged; export or "
+                        f"download it again") from None
+    if not isinstance(hf_config, dict):
+        raise UserError(f"{config_path} is not a config: it holds no JSON object; export or download the directory "
+                        f"again")
     st_path, bin_path = os.path.join(path, 'model.safetensors'), os.path.join(path, 'pytorch_model.bin')
     if os.path.isfile(st_path):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        sd = load_file(st_path)
+        try:
+            sd = load_file(st_path)
+        except SafetensorError as e:
+            raise UserError(f"cannot read {st_path} ({e}): the file is corrupt or truncated; export or download "
+                            f"the directory again") from None
     elif os.path.isfile(bin_path):
-        sd = torch.load(bin_path, map_location='cpu', weights_only=True)
+        from checkpoint import load_weights  # here, not above: checkpoint.py imports this module
+        sd = load_weights(bin_path, 'weights file')
     else:
         raise UserError(f"{path} has no model.safetensors or pytorch_model.bin")
     return hf_config, sd
