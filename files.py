@@ -63,8 +63,12 @@ def size_text(n):
 
 def disk_full_message(code, path, needed=None, kept=True):
     """'<what happened> writing <path>: it needs about N, and the file system there has M free; <what to do>'.
-    needed: bytes, or None when the writer cannot know. kept: the writer replaced nothing (it writes under a
-    temporary name), which the message then says."""
+    needed: bytes, or None when the writer cannot know; path None: not known either. kept: the writer replaced
+    nothing (it writes under a temporary name), which the message then says."""
+    fix = ("make it writable or write somewhere else" if code == errno.EROFS else
+           "free some space (or raise the quota) or write somewhere else")
+    if path is None:  # a write deep in some library, which did not say of which file
+        return f"{DISK_FULL[code]} while writing a file: {fix}"
     folder = os.path.dirname(os.path.abspath(path))
     while not os.path.isdir(folder):
         folder = os.path.dirname(folder)
@@ -73,8 +77,6 @@ def disk_full_message(code, path, needed=None, kept=True):
     except OSError:
         free = "unknown free space"
     need = f"it needs about {size_text(needed)}" if needed is not None else "it needs more than there is"
-    fix = ("make it writable or write somewhere else" if code == errno.EROFS else
-           "free some space there (or raise the quota) or write somewhere else")
     return (f"{DISK_FULL[code]} writing {path}: {need}, and the file system of {folder} has {free}; {fix}"
             + (". Nothing was replaced: the previous files are as they were" if kept else ''))
 
@@ -85,7 +87,7 @@ def disk_full_error(e):
     code = disk_full_errno(e)
     if code is None:
         return None
-    path = next((x.filename for x in _chain(e) if isinstance(x, OSError) and x.filename), 'a file')
+    path = next((x.filename for x in _chain(e) if isinstance(x, OSError) and x.filename), None)
     return UserError(disk_full_message(code, path, kept=False))
 
 
