@@ -37,7 +37,10 @@ def locked(folder):
     (or the file system has no locks). Keep it open as long as the folder must not be cleaned up."""
     if fcntl is None:
         return None
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not ours to read: not ours to clean either
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd
