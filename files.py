@@ -27,8 +27,8 @@ import signal
 
 from configurator import UserError
 
-DISK_FULL = {errno.ENOSPC: 'no space left on device', errno.EDQUOT: 'disk quota exceeded',
-             errno.EROFS: 'read-only file system'}
+DISK_FULL = {errno.ENOSPC: 'no space left on device', getattr(errno, 'EDQUOT', -1): 'disk quota exceeded',
+             errno.EROFS: 'read-only file system'}  # (Windows may lack EDQUOT)
 _RUST_OS_ERROR = re.compile(r'os error (\d+)|code: (\d+)')  # how safetensors' Rust io::Error names the errno
 
 
