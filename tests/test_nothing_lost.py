@@ -112,7 +112,7 @@ def test_the_errors_a_real_full_disk_raises_are_recognised(tmp_path):
 # a dataset half-replaced by a killed prepare
 
 def test_a_dataset_half_replaced_by_a_killed_prepare_is_refused(shakespeare_char, tmp_path):
-    text = (tmp_path / 'input.txt')
+    text = tmp_path / 'input.txt'
     data = tmp_path / 'data'
     with open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8') as f:
         shakespeare = f.read()
@@ -243,6 +243,7 @@ def test_an_fsdp_checkpoint_stores_the_tied_weight_once(shakespeare_char, tmp_pa
     torchrun(tmp_path / 'fsdp', *common)
     train(tmp_path / 'single', *common)
     sd = torch.load(tmp_path / 'fsdp' / 'ckpt.pt', weights_only=True)['model']
-    assert sd['lm_head.weight'].untyped_storage().data_ptr() == sd['transformer.wte.weight'].untyped_storage().data_ptr()
+    storage = {k: sd[k].untyped_storage().data_ptr() for k in ('lm_head.weight', 'transformer.wte.weight')}
+    assert storage['lm_head.weight'] == storage['transformer.wte.weight']  # one tensor under two names
     fsdp, single = (os.path.getsize(tmp_path / d / 'ckpt.pt') for d in ('fsdp', 'single'))
     assert abs(fsdp - single) < 0.01 * single, (fsdp, single)  # the same checkpoint, whatever the parallelism
