@@ -187,14 +187,15 @@ def test_damaged_inputs_are_one_line(run_dir, tmp_path):
     prompt.write_bytes(b'ROMEO:\n\xff\xfe')
     proc = run_script('sample.py', f'--out_dir={run_dir}', f'--start=FILE:{prompt}', '--device=cpu', check=False)
     assert_one_line_error(proc, 'is not UTF-8 text', 'byte 0xff at byte offset 7')
-    hf = tmp_path / 'hf'
-    export(run_dir, hf)
-    (hf / 'config.json').write_text('{"n_layer": 2,')
-    proc = run_script('sample.py', f'--init_from={hf}', '--device=cpu', check=False)
+    export(run_dir, tmp_path / 'hf')
+    bad_config, bad_weights = tmp_path / 'bad_config', tmp_path / 'bad_weights'
+    shutil.copytree(tmp_path / 'hf', bad_config)
+    shutil.copytree(tmp_path / 'hf', bad_weights)
+    (bad_config / 'config.json').write_text('{"n_layer": 2,')
+    proc = run_script('sample.py', f'--init_from={bad_config}', '--device=cpu', check=False)
     assert_one_line_error(proc, 'config.json is not a JSON config')
-    export(run_dir, hf, '--overwrite=True')
-    (hf / 'model.safetensors').write_bytes(os.urandom(4096))
-    proc = run_script('sample.py', f'--init_from={hf}', '--device=cpu', check=False)
+    (bad_weights / 'model.safetensors').write_bytes(os.urandom(4096))
+    proc = run_script('sample.py', f'--init_from={bad_weights}', '--device=cpu', check=False)
     assert_one_line_error(proc, 'cannot read', 'model.safetensors', 'corrupt or truncated')
     # a ckpt.pt of random bytes: torch's advice to load it with weights_only=False (running its code) is not passed on
     (tmp_path / 'o').mkdir()
