@@ -24,8 +24,10 @@ except ImportError:
 import torch
 
 from configurator import UserError
+from files import fault_if_full, follow_umask, space_for
 from model import GPT, GPT2_NAMES, GPTConfig
 
+RUN_FILES = ('ckpt.pt', 'resume.pt', 'log.jsonl', '.lock')  # what a training run writes into its out_dir
 STATE_DICT_PREFIXES = ('_orig_mod.', 'module.')  # left by torch.compile and DDP wrappers
 LEGACY_HEAD_KEYS = {'head': 'reward', 'value_head': 'value'}  # the scalar head's key before 2026-12
 
@@ -53,20 +55,43 @@ def make_checkpoint(model, optimizer, iter_num, best_val_loss, config, tokenizer
 
 def save_checkpoint(checkpoint, path):
     """Write to a temporary file of a name no other writer uses, flush it to disk, then rename: a crash or
-    Ctrl-C mid-write leaves the previous ckpt.pt intact, and a reader only ever sees one whole checkpoint."""
+    Ctrl-C mid-write leaves the previous ckpt.pt intact, and a reader only ever sees one whole checkpoint.
+    A full disk is one line saying how much the checkpoint needs (files.space_for); the file gets the
+    permissions of the umask, as any file the user writes."""
     folder = os.path.dirname(path) or '.'
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with space_for(path, lambda: checkpoint_bytes(checkpoint)):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + '.', suffix='.tmp')
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                fault_if_full(tmp)
+                os.fsync(f.fileno())
+            follow_umask(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+
+def checkpoint_bytes(obj):
+    """About the bytes torch.save writes for obj: its tensors' storages, each once (a tied weight is one)."""
+    storages = {}
+
+    def walk(x):
+        if isinstance(x, torch.Tensor):
+            s = x.untyped_storage()
+            storages[(s.data_ptr(), s.device)] = s.nbytes()
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+    walk(obj)
+    return sum(storages.values())
 
 
 def claim_out_dir(out_dir):
@@ -106,6 +131,18 @@ def claim_out_dir(out_dir):
     return lock
 
 
+def training_run_in(folder, deep=True):
+    """The path of a training run's file (RUN_FILES) in folder, or with deep in any folder under it; else None.
+    Such a folder is never a place to replace or delete."""
+    for root, dirs, names in os.walk(folder):
+        found = [n for n in RUN_FILES if n in names]
+        if found:
+            return os.path.join(root, found[0])
+        if not deep:
+            return None
+    return None
+
+
 def clean_state_dict(state_dict):
     """Model weights with the keys of a bare GPT: no torch.compile / DDP prefixes and no
     causal-mask buffers (nanoGPT saves `attn.bias` when flash attention is unavailable)."""
@@ -126,12 +163,7 @@ def load_checkpoint(path):
         raise UserError(f"no checkpoint at {path}: train one first with "
                         f"`python train.py --out_dir={os.path.dirname(path) or '.'}` "
                         f"(or pick init_from= a GPT-2 name or a local Hugging Face directory)")
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # truncated zip, random bytes, pickle that needs code: all unreadable
-        first_line = (str(e).strip().splitlines() or [''])[0][:200]
-        raise UserError(f"cannot read checkpoint {path} ({type(e).__name__}: {first_line}): the file is "
-                        f"corrupt or truncated; delete it (or restore a copy) and train or resume from another")
+    checkpoint = load_weights(path, 'checkpoint')
     missing = [k for k in ('model', 'model_args') if k not in checkpoint]
     if not isinstance(checkpoint, dict) or missing:
         raise UserError(f"{path} is not a training checkpoint: it lacks {missing or 'a dict'}")
@@ -140,6 +172,21 @@ def load_checkpoint(path):
         if key in checkpoint:
             checkpoint['scalar_head'], checkpoint['scalar_head_role'] = checkpoint.pop(key), role
     return checkpoint
+
+
+def load_weights(path, what):
+    """torch.load(path) onto the CPU with weights_only=True; a file it cannot read (truncated, random bytes, a
+    pickle that needs code to run) is a UserError. torch's own message advises weights_only=False, which runs
+    whatever code the file holds: that advice is never passed on."""
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        text = str(e)
+        if 'WeightsUnpickler error:' in text:  # keep only what the unpickler met, not the advice around it
+            text = 'it holds more than tensors and plain values: ' + text.split('WeightsUnpickler error:', 1)[1].strip()
+        first_line = (text.strip().splitlines() or [''])[0][:200]
+        raise UserError(f"cannot read {what} {path} ({type(e).__name__}: {first_line}): the file is corrupt or "
+                        f"truncated, or not a {what}; delete it (or restore a copy) and train or resume from another")
 
 
 def model_from_checkpoint(checkpoint, dropout=None):

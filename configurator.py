@@ -18,6 +18,7 @@ not a silently ignored setting.
 configure() also installs the repo's error convention: a UserError (raised by the repo's code
 for a mistake in what the user asked for, with a message that says what to do) that reaches
 the top of a script is printed as one line, `error: ...`, and the process exits with code 2.
+A full disk, a quota or a read-only file system (files.py) is one such line too, wherever it happens.
 Every other exception is a bug somewhere and keeps its full traceback.
 """
 import ast
@@ -36,7 +37,11 @@ class UserError(Exception):
 
 def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
     if not issubclass(exc_type, UserError):
-        return _default(exc_type, exc, tb)
+        from files import disk_full_error  # here, not above: files.py imports this module
+        user_error = disk_full_error(exc)  # a full disk is the machine's state, not a bug: one line too
+        if user_error is None:
+            return _default(exc_type, exc, tb)
+        exc = user_error
     # The stack has unwound, so every `finally` block has run. An excepthook cannot set the exit status,
     # so run the atexit handlers (wandb, torch.distributed, ...) here, then leave with 2.
     _flush(sys.stdout)  # what the script printed comes before the error line

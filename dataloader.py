@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from configurator import UserError
+from data.common import check_manifest
 from tokenizer import dataset_dir
 
 EVAL_STREAM = 0x5EED_E7A1  # keeps eval windows independent of the training steps' windows
@@ -27,7 +28,7 @@ def open_split(data_dir, split):
 
 def check_dataset(dataset, block_size):
     """The data folder for `dataset`, after checking both splits exist, are whole uint16 tokens and hold
-    more than one window."""
+    more than one window, and that they are one generation (the manifest the prepare wrote, if any)."""
     data_dir = dataset_dir(dataset)
     for split in ('train', 'val'):
         path = os.path.join(data_dir, f'{split}.bin')
@@ -47,6 +48,7 @@ def check_dataset(dataset, block_size):
         if n_tokens <= block_size + 1:
             raise UserError(f"{path} holds {n_tokens} tokens, too few for one window of block_size "
                             f"{block_size} (+1 target): prepare more text or lower block_size")
+    check_manifest(data_dir, f"python data/{os.path.basename(dataset)}/prepare.py")
     return data_dir
 
 

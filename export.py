@@ -12,16 +12,93 @@ Then, in Python:
     print(pipeline('text-generation', model='hf-shakespeare-char')('ROMEO:', max_new_tokens=100)[0]['generated_text'])
 
 The directory is written under a temporary name beside hf_dir and renamed when complete, so an interrupted
-export never leaves a half-written one.
+export never leaves a half-written one; --overwrite swaps the new one in with one atomic rename (on Linux), and
+the next export removes what killed ones left. An hf_dir holding a training run (ckpt.pt, log.jsonl, ...) is
+refused, --overwrite or not: the export never replaces a run.
 """
 import os
 import shutil
 import sys
 import tempfile
 
-from checkpoint import load_model, tokenizer_for, trained_dataset
+try:
+    import fcntl  # the locks that tell a live export's temporary folders from a killed one's; not on Windows
+except ImportError:
+    fcntl = None
+
+from checkpoint import load_model, tokenizer_for, trained_dataset, training_run_in
 from configurator import UserError, configure
+from files import exchange, fault_if_full, follow_umask, kill_point, space_for
 from hf import HF_CLASSES, hf_architecture, save_model, save_tokenizer
+
+
+def locked(folder):
+    """An open descriptor of folder holding an exclusive lock on it, or None if another process holds the lock
+    (or the file system has no locks). Keep it open as long as the folder must not be cleaned up."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not ours to read: not ours to clean either
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def clean_leftovers():
+    """Remove the temporary folders, .NAME.tmp-* and .NAME.old-*, that killed exports of hf_dir left beside it
+    (a live export holds a lock on each of its own). Where renames cannot be atomic (no exchange()), an export
+    killed between its two renames leaves hf_dir missing and the previous export in .NAME.old-*/dir: it is put
+    back first."""
+    name = os.path.basename(hf_dir)
+    for entry in sorted(os.listdir(parent), key=lambda e: '.tmp-' in e):  # .old-* first
+        path = os.path.join(parent, entry)
+        if not (entry.startswith((f'.{name}.tmp-', f'.{name}.old-')) and os.path.isdir(path)):
+            continue
+        fd = locked(path)
+        if fd is None:
+            continue  # a live export's, or no locks to tell
+        try:
+            previous = os.path.join(path, 'dir')
+            if entry.startswith(f'.{name}.old-') and os.path.isdir(previous) and not os.path.exists(hf_dir):
+                os.replace(previous, hf_dir)
+                print(f"put back {hf_dir}, which an export killed while replacing it had moved to {path}")
+            shutil.rmtree(path)
+            print(f"removed {path}, left by an export that was killed")
+        finally:
+            os.close(fd)
+
+
+def install(tmp):
+    """Put the complete export tmp at hf_dir. Replacing a folder is one atomic exchange where the OS has one (the
+    previous export then sits at tmp, and is removed); elsewhere two renames, the previous export kept in a locked
+    .NAME.old-* folder between them (clean_leftovers of a later export puts it back if this one is killed there)."""
+    kill_point('export-swap')
+    if not os.path.isdir(hf_dir):
+        os.replace(tmp, hf_dir)
+    elif exchange(tmp, hf_dir):
+        kill_point('export-swapped')
+        shutil.rmtree(tmp)
+    else:
+        old = tempfile.mkdtemp(prefix=f'.{os.path.basename(hf_dir)}.old-', dir=parent)
+        fd = locked(old)
+        try:
+            os.replace(hf_dir, os.path.join(old, 'dir'))
+            try:
+                kill_point('export-swapped')
+                os.replace(tmp, hf_dir)
+            except BaseException:
+                os.replace(os.path.join(old, 'dir'), hf_dir)
+                raise
+            shutil.rmtree(old)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'  # 'resume' (out_dir/ckpt.pt: train.py's or rlhf.py's), an out_dir, a GPT-2 name, or a local HF dir
@@ -34,13 +111,18 @@ if not hf_dir:
     raise UserError("say where to write the export: --hf_dir=<a new directory>")
 hf_dir = os.path.abspath(hf_dir)
 parent = os.path.dirname(hf_dir)
+if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+    raise UserError(f"cannot write into {parent}: it is not a writable directory; pick another --hf_dir")
+clean_leftovers()  # first: it may put back the hf_dir that a killed export had moved aside
 if os.path.exists(hf_dir) and not os.path.isdir(hf_dir):
     raise UserError(f"hf_dir {hf_dir} is a file, not a directory: pick another --hf_dir")
+run_file = training_run_in(hf_dir, deep=overwrite) if os.path.isdir(hf_dir) else None
+if run_file:  # --overwrite replaces all of hf_dir: it must never take a run's checkpoint and log with it
+    raise UserError(f"hf_dir {hf_dir} holds a training run ({run_file}): the export would replace it; write the "
+                    f"export to a folder of its own, e.g. --hf_dir={hf_dir.rstrip(os.sep)}-hf")
 if os.path.isdir(hf_dir) and os.listdir(hf_dir) and not overwrite:
     raise UserError(f"hf_dir {hf_dir} exists and is not empty: pick another --hf_dir, or pass --overwrite=True "
                     f"to replace it")
-if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-    raise UserError(f"cannot write into {parent}: it is not a writable directory; pick another --hf_dir")
 
 model, checkpoint = load_model(init_from, out_dir)
 source = os.path.join(out_dir if init_from == 'resume' else init_from, 'ckpt.pt') if checkpoint is not None else init_from
@@ -84,20 +166,18 @@ def model_card():
     return '\n'.join(lines)
 
 
-tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(hf_dir)}.tmp-', dir=parent)
-try:
-    save_model(model, tmp, eos_token_id=tokenizer.eot_token)
-    save_tokenizer(tokenizer, tmp, model_max_length=model.config.block_size)
-    with open(os.path.join(tmp, 'README.md'), 'w', encoding='utf-8') as f:
-        f.write(model_card())
-    old = None
-    if os.path.isdir(hf_dir):  # empty, or replaced with overwrite: moved aside, then removed
-        old = tempfile.mkdtemp(prefix=f'.{os.path.basename(hf_dir)}.old-', dir=parent)
-        os.replace(hf_dir, os.path.join(old, 'dir'))
-    os.replace(tmp, hf_dir)
-    if old:
-        shutil.rmtree(old)
-except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+with space_for(hf_dir, 4 * sum(p.numel() for p in model.parameters())):  # float32 weights; the rest is small
+    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(hf_dir)}.tmp-', dir=parent)
+    tmp_lock = locked(tmp)
+    follow_umask(tmp, 0o777)  # mkdtemp makes it private
+    try:
+        save_model(model, tmp, eos_token_id=tokenizer.eot_token)
+        fault_if_full(os.path.join(tmp, 'model.safetensors'))
+        save_tokenizer(tokenizer, tmp, model_max_length=model.config.block_size)
+        with open(os.path.join(tmp, 'README.md'), 'w', encoding='utf-8') as f:
+            f.write(model_card())
+        install(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 print(f"wrote {hf_dir}: {', '.join(sorted(os.listdir(hf_dir)))}")

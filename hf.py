@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from configurator import UserError
+from files import follow_umask
 from model import GPT, GPT2_NAMES, GPT2_VOCAB_SIZE, GPTConfig
 
 CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
@@ -33,6 +34,9 @@ CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight',
 
 def config_from_hf(hf, where):
     """GPTConfig fields from a transformers GPT2Config dict; refuse variants this model does not compute."""
+    missing = [k for k in ('n_layer', 'n_head', 'n_embd', 'n_positions', 'vocab_size') if k not in hf]
+    if missing:
+        raise UserError(f"{where}: config.json lacks {', '.join(missing)}: it is not a GPT-2 config")
     act = hf.get('activation_function', 'gelu_new')
     checks = [
         (act in ('gelu_new', 'gelu_pytorch_tanh'), f"activation_function {act!r} (only GPT-2's tanh gelu)"),
@@ -54,14 +58,27 @@ def read_hf_dir(path):
     config_path = os.path.join(path, 'config.json')
     if not os.path.isfile(config_path):
         raise UserError(f"{path} is not a Hugging Face GPT-2 directory: it has no config.json")
-    with open(config_path) as f:
-        hf_config = json.load(f)
+    try:
+        with open(config_path, encoding='utf-8') as f:
+            hf_config = json.load(f)
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise UserError(f"{config_path} is not a JSON config ({e}): the directory is damaged; export or "
+                        f"download it again") from None
+    if not isinstance(hf_config, dict):
+        raise UserError(f"{config_path} is not a config: it holds no JSON object; export or download the directory "
+                        f"again")
     st_path, bin_path = os.path.join(path, 'model.safetensors'), os.path.join(path, 'pytorch_model.bin')
     if os.path.isfile(st_path):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        sd = load_file(st_path)
+        try:
+            sd = load_file(st_path)
+        except SafetensorError as e:
+            raise UserError(f"cannot read {st_path} ({e}): the file is corrupt or truncated; export or download "
+                            f"the directory again") from None
     elif os.path.isfile(bin_path):
-        sd = torch.load(bin_path, map_location='cpu', weights_only=True)
+        from checkpoint import load_weights  # here, not above: checkpoint.py imports this module
+        sd = load_weights(bin_path, 'weights file')
     else:
         raise UserError(f"{path} has no model.safetensors or pytorch_model.bin")
     return hf_config, sd
@@ -161,7 +178,6 @@ def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1):
     written as they are. A model trained with bias=False gets zero biases, which compute the same function.
     eos_token_id: the end-of-text id (GPT-2's 50256), or None for a vocabulary without one.
     """
-    from safetensors.torch import save_file
     c = model.config
     vocab = GPT2_VOCAB_SIZE if c.vocab_size == 50304 else c.vocab_size
     architecture = hf_architecture(c)
@@ -182,8 +198,7 @@ def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1):
             if key.endswith('.weight') and ('ln_' in key or 'c_' in key):
                 out = sd[key].shape[-1] if key.endswith(CONV1D_WEIGHTS) else sd[key].shape[0]
                 sd[key[:-len('weight')] + 'bias'] = torch.zeros(out)
-    os.makedirs(out_dir, exist_ok=True)
-    save_file(sd, os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
+    _save_safetensors(sd, out_dir)
     hf_config = dict(
         architectures=['GPT2LMHeadModel'], model_type='gpt2', vocab_size=vocab,
         n_positions=c.block_size, n_ctx=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
@@ -211,7 +226,6 @@ def save_rotary_model(model, out_dir, architecture, vocab, eos_token_id):
     parameter-free norms as gains of one where the architecture has gains. NanoChat turns each rotary pair the
     other way (its rotate_half is (x2, -x1)); turning the two halves of every head's q and k rows around makes its
     rotation this repo's, and q k^T (and the parameter-free QK-norm) do not see the order of a head's channels."""
-    from safetensors.torch import save_file
     c = model.config
     hs = c.n_embd // c.n_head
     class_name, norm_1, norm_2 = HF_CLASSES[architecture]
@@ -239,9 +253,8 @@ def save_rotary_model(model, out_dir, architecture, vocab, eos_token_id):
             sd.update({theirs + f'{norm_1}.weight': ones(c.n_embd), theirs + f'{norm_2}.weight': ones(c.n_embd)})
         if architecture == 'apertus':
             sd.update({theirs + 'self_attn.q_norm.weight': ones(hs), theirs + 'self_attn.k_norm.weight': ones(hs)})
-    os.makedirs(out_dir, exist_ok=True)
-    sd = {k: w.contiguous() for k, w in tqdm(sd.items(), desc='converting', unit='tensor', disable=None)}  # copies
-    save_file(sd, os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
+    _save_safetensors({k: w.contiguous() for k, w in tqdm(sd.items(), desc='converting', unit='tensor',
+                                                           disable=None)}, out_dir)  # copies
     from model import RMSNorm
     hf_config = dict(
         architectures=[class_name], model_type=architecture, vocab_size=vocab, hidden_size=c.n_embd,
@@ -308,6 +321,15 @@ def load_rotary_model(hf, sd, where, override_args):
         ours['lm_head.weight'] = ours['transformer.wte.weight']
     model.load_state_dict(ours)
     return model
+
+
+def _save_safetensors(sd, out_dir):
+    """out_dir/model.safetensors, with the permissions of the umask (safetensors writes its file private, 0600)."""
+    from safetensors.torch import save_file
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, 'model.safetensors')
+    save_file(sd, path, metadata={'format': 'pt'})
+    follow_umask(path)
 
 
 def _write_generation_config(out_dir, block_size, eos_token_id):

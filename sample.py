@@ -41,8 +41,13 @@ if start.startswith('FILE:'):
         what = 'is a directory' if os.path.isdir(prompt_path) else 'not found'
         raise UserError(f"--start=FILE:{prompt_path}: {what}; give a text file to read the prompt from, "
                         f"or the prompt itself with --start='...'")
-    with open(prompt_path, 'r', encoding='utf-8') as f:
-        start = f.read()
+    with open(prompt_path, 'rb') as f:
+        data = f.read()
+    try:
+        start = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise UserError(f"--start=FILE:{prompt_path} is not UTF-8 text: byte 0x{data[e.start]:02x} at byte offset "
+                        f"{e.start} cannot be decoded; save the prompt as UTF-8") from None
 
 torch.manual_seed(seed)
 hw = hardware.setup(device, dtype)

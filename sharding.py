@@ -40,6 +40,10 @@ def full_state(model, optimizer):
     """(model state dict, optimizer state dict), whole, on rank 0's CPU (every rank must call it: it gathers);
     the optimizer's in optimizer.state_dict()'s own format."""
     model_state = get_model_state_dict(model, options=FULL)
+    shared = {}  # a parameter of two names (the tied wte / lm_head weight) comes back as two copies: keep one, so
+    for name, p in model.named_parameters(remove_duplicate=False):  # ckpt.pt stores it once, as one process's does
+        if name in model_state:
+            model_state[name] = shared.setdefault(id(p), model_state[name])
     by_name = get_optimizer_state_dict(model, optimizer, options=FULL)
     if not by_name:  # the other ranks get empty dicts: with cpu_offload only rank 0 holds the gathered state
         return model_state, by_name

@@ -3,9 +3,11 @@ What every data/<name>/prepare.py shares. The output format (read by training th
 
     train.bin, val.bin   raw uint16 token ids, native byte order, one long 1-D array each
     meta.pkl             only for character vocabularies: {'vocab_size', 'itos', 'stoi'}
+    manifest.json        each file's size and digest, written before they are renamed into place
 
 All outputs are written under '<name>.tmp' and renamed into place together at the end, so an
-interrupted prepare never leaves a truncated train.bin that training would silently use.
+interrupted prepare never leaves a truncated train.bin that training would silently use, and the
+manifest tells train.py if a prepare was stopped between two renames.
 
 The corpora too big for memory (openwebtext, fineweb) also share, below, how documents are read (the hub
 or local .txt/.jsonl/.parquet/save_to_disk data), how workers turn them into GPT-2 ids and hand them
@@ -16,6 +18,7 @@ import codecs
 import collections
 import contextlib
 import glob
+import hashlib
 import json
 import multiprocessing
 import os
@@ -28,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from configurator import UserError
+from files import fault_if_full, kill_point, space_for
 from tokenizer import get_gpt2_encoding
 
 UINT16_VOCAB_LIMIT = 2 ** 16  # a vocabulary must have fewer tokens than this (the repo's bound for uint16 .bin files)
@@ -225,38 +229,102 @@ def check_out_dir(out_dir):
 
 
 @contextlib.contextmanager
-def atomic_outputs(out_dir, names):
+def atomic_outputs(out_dir, names, needed=None):
     """Yield {name: binary file open on out_dir/<name>.tmp}. When the block ends normally the files are
     fsynced and renamed over out_dir/<name>, all together; if it raises (or is interrupted) the .tmp
     files are deleted and existing outputs stay as they were. A stale .tmp from a killed run is
     overwritten, so re-running is always safe. An out_dir it had to create is removed again on failure
-    (when empty): a failed prepare leaves nothing behind."""
+    (when empty): a failed prepare leaves nothing behind. A full disk is one line saying how much the files
+    need (needed: bytes, when the caller knows) and where (files.space_for).
+
+    A dataset's files (the outputs include train.bin) are one generation: before the renames, MANIFEST is
+    written listing each file's size and digest, so that a prepare killed between two renames (a new
+    train.bin beside an old val.bin) leaves files that do not match it, which check_manifest refuses."""
     check_out_dir(out_dir)
-    created = not os.path.exists(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {name: os.path.join(out_dir, name) for name in names}
-    files = {}
+    with space_for(out_dir, needed):
+        created = not os.path.exists(out_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        paths = {name: os.path.join(out_dir, name) for name in names}
+        files = {}
+        try:
+            for name, path in paths.items():
+                files[name] = open(path + '.tmp', 'wb')
+            yield files
+            for f in files.values():
+                f.flush()
+                fault_if_full(f.name)
+                os.fsync(f.fileno())
+                f.close()
+            if 'train.bin' in names:
+                write_manifest(out_dir, {name: path + '.tmp' for name, path in paths.items()})
+            for i, path in enumerate(paths.values()):
+                if i:
+                    kill_point('prepare-renames')
+                os.replace(path + '.tmp', path)
+            _fsync_dir(out_dir)
+        except BaseException:
+            for f in files.values():
+                f.close()
+            for path in paths.values():
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path + '.tmp')
+            if created:
+                with contextlib.suppress(OSError):  # not empty: someone else writes there too; leave it
+                    os.rmdir(out_dir)
+            raise
+
+
+MANIFEST = 'manifest.json'  # beside a dataset's files: {'files': {name: {'bytes', 'sample_sha256'}}}
+DIGEST_PIECES, DIGEST_PIECE = 16, 1 << 16  # what file_digest reads: 16 evenly spaced pieces of 64 KiB
+
+
+def file_digest(path):
+    """SHA-256 of a file's size and of DIGEST_PIECES evenly spaced pieces of it (all of it when small): a few
+    reads, so checking a 20 GB train.bin at every start costs nothing, and two generations of a dataset differ
+    in it unless they are the same size and agree in every piece."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, 'rb') as f:
+        if size <= DIGEST_PIECES * DIGEST_PIECE:
+            h.update(f.read())
+        else:
+            for k in range(DIGEST_PIECES):
+                f.seek(k * (size - DIGEST_PIECE) // (DIGEST_PIECES - 1))
+                h.update(f.read(DIGEST_PIECE))
+    return h.hexdigest()
+
+
+def write_manifest(out_dir, files):
+    """out_dir/MANIFEST (written atomically) for {name: the path holding that file's new contents}."""
+    listed = {name: {'bytes': os.path.getsize(path), 'sample_sha256': file_digest(path)}
+              for name, path in files.items()}
+    path = os.path.join(out_dir, MANIFEST)
+    with open(path + '.tmp', 'w') as f:
+        json.dump({'files': listed}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + '.tmp', path)
+
+
+def check_manifest(data_dir, prepare):
+    """A UserError if data_dir has a MANIFEST and its files are not the ones it lists: they come from two runs
+    of a prepare (one stopped while replacing the files). Datasets prepared without a manifest (before it, or
+    by nanoGPT) pass unchecked. prepare: the command that re-creates the dataset, for the message."""
+    path = os.path.join(data_dir, MANIFEST)
+    if not os.path.exists(path):
+        return
     try:
-        for name, path in paths.items():
-            files[name] = open(path + '.tmp', 'wb')
-        yield files
-        for f in files.values():
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-        for path in paths.values():
-            os.replace(path + '.tmp', path)
-        _fsync_dir(out_dir)
-    except BaseException:
-        for f in files.values():
-            f.close()
-        for path in paths.values():
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path + '.tmp')
-        if created:
-            with contextlib.suppress(OSError):  # not empty: someone else writes there too; leave it
-                os.rmdir(out_dir)
-        raise
+        with open(path) as f:
+            listed = json.load(f)['files']
+        wanted = {name: (int(v['bytes']), v['sample_sha256']) for name, v in listed.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{path} is not a dataset manifest (JSON listing the files): re-run `{prepare}`") from None
+    for name, (size, digest) in wanted.items():
+        file = os.path.join(data_dir, name)
+        if not os.path.isfile(file) or os.path.getsize(file) != size or file_digest(file) != digest:
+            raise UserError(f"{file} is not the file {path} lists with {', '.join(n for n in wanted if n != name)}: "
+                            f"the dataset's files come from different runs of its prepare (one was stopped while "
+                            f"replacing them); re-run `{prepare}` (if you changed the files yourself, delete {path})")
 
 
 def write_ids(f, ids):
@@ -273,7 +341,8 @@ def save_dataset(out_dir, train_ids, val_ids, meta=None):
         check_vocab_fits_uint16(meta['vocab_size'])
     # renamed in this order: a reader never sees new .bin files without their meta.pkl
     names = (['meta.pkl'] if meta is not None else []) + ['train.bin', 'val.bin']
-    with atomic_outputs(out_dir, names) as files:
+    needed = 2 * (len(train_ids) + len(val_ids)) + (len(pickle.dumps(meta)) if meta is not None else 0)
+    with atomic_outputs(out_dir, names, needed) as files:
         n_train = write_ids(files['train.bin'], train_ids)
         n_val = write_ids(files['val.bin'], val_ids)
         if meta is not None:
@@ -340,12 +409,13 @@ def load_hub(path, **kwargs):
                         f"branch), or install a datasets that still runs scripts, `pip install 'datasets<4'`") from None
 
 
-def load_local(spec, errors='strict', num_proc=1, streaming=False):
+def load_local(spec, errors='strict', num_proc=1, streaming=False, quiet=False):
     """(documents, the files read) from local data: a folder written by save_to_disk (its 'train' split),
     or a file, folder or glob of one of LOCAL_KINDS in sorted path order (a .txt file is one document,
     .jsonl / .parquet rows are documents in their 'text' column). streaming=True reads the files only as
     the documents are consumed, with no Arrow copy in the Hugging Face cache; reading errors then come up
-    while iterating (turn them into one line with read_error)."""
+    while iterating (turn them into one line with read_error). quiet=True shows no progress bars (for tables
+    that load in seconds, where a bar would only come before an error line)."""
     import datasets
     path = os.path.expanduser(spec)
     if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in ('state.json', 'dataset_dict.json')):
@@ -371,10 +441,18 @@ def load_local(spec, errors='strict', num_proc=1, streaming=False):
         options['streaming'] = True
     elif loaders > 1:
         options['num_proc'] = loaders
+    verbosity, bars = datasets.logging.get_verbosity(), datasets.utils.are_progress_bars_disabled()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its "Failed to load JSON": read_error says more
+    if quiet:
+        datasets.disable_progress_bars()
     try:
         ds = datasets.load_dataset(kind, data_files=files, split='train', **options)
     except (OSError, ValueError, datasets.exceptions.DatasetsError) as e:  # unreadable files (pyarrow: ValueError)
         raise read_error(spec, files, e) from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if quiet and not bars:
+            datasets.enable_progress_bars()
     return ds, files
 
 
@@ -383,12 +461,30 @@ def read_error(spec, files, e):
     pyarrow's errors and UnicodeDecodeError, or a DatasetsError). Text that is not UTF-8, the likeliest
     cause, is named by file and byte offset."""
     find_bad_utf8([f for f in files if not f.endswith('.parquet')])  # raises if it finds such text
+    find_bad_jsonl([f for f in files if f.endswith('.jsonl')])  # and this if a line is not a JSON object
     return UserError(f"could not read {spec} ({_innermost(e)})")
 
 
 def find_bad_utf8(files):
     for f in files:
         check_utf8(f)
+
+
+def find_bad_jsonl(files):
+    """A UserError naming the file and line of the first line of these .jsonl files that is not a JSON object."""
+    for path in files:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line.rstrip('\r\n'))
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{n}: not a JSON object ({e.msg}, column {e.colno}); every line of a "
+                                    f".jsonl file must be one") from None
+                if not isinstance(obj, dict):
+                    raise UserError(f"{path}:{n}: a JSON {type(obj).__name__}, not an object; every line of a "
+                                    f".jsonl file must be one")
 
 
 def _innermost(e):

@@ -81,7 +81,8 @@ def save_task(out_dir, task, problems, val_fraction, **params):
     splits = {'train': encode_problems(tok, train), 'val': encode_problems(tok, held_out)}
     # renamed in this order: a reader never sees new .bin files without their meta.pkl
     names = ['meta.pkl', 'train.bin', 'train_mask.bin', 'val.bin', 'val_mask.bin']
-    with atomic_outputs(out_dir, names) as files:
+    needed = sum(ids.size * 3 for ids, _ in splits.values())  # 2 bytes a token and 1 of mask; meta.pkl is small
+    with atomic_outputs(out_dir, names, needed) as files:
         pickle.dump(meta, files['meta.pkl'])
         for split, (ids, mask) in splits.items():
             write_ids(files[f'{split}.bin'], ids)

@@ -62,7 +62,7 @@ def test_shakespeare_char(offline_env, tmp_path, shakespeare):
     tok = Tokenizer.from_meta(tmp_path / 'meta.pkl')
     assert tok.vocab_size == 65
     assert tok.decode(train) + tok.decode(val) == shakespeare
-    assert sorted(os.listdir(tmp_path)) == ['meta.pkl', 'train.bin', 'val.bin']  # no .tmp left behind
+    assert sorted(os.listdir(tmp_path)) == ['manifest.json', 'meta.pkl', 'train.bin', 'val.bin']  # no .tmp left behind
 
 
 def test_shakespeare_gpt2(offline_env, tmp_path, shakespeare):
@@ -192,7 +192,7 @@ def test_killed_prepare_leaves_no_truncated_bin_and_rerun_is_safe(offline_env, t
     assert killed.returncode == 9
     assert sorted(os.listdir(tmp_path)) == ['train.bin.tmp', 'val.bin.tmp']  # nothing training would read
     ok(run(offline_env, 'shakespeare', f'--out_dir={tmp_path}'))
-    assert sorted(os.listdir(tmp_path)) == ['train.bin', 'val.bin']
+    assert sorted(os.listdir(tmp_path)) == ['manifest.json', 'train.bin', 'val.bin']
     assert len(read_bin(tmp_path / 'train.bin')) == 301_966
 
 
@@ -270,7 +270,7 @@ def test_openwebtext_pipeline_equals_per_document_tokenisation(offline_env, tmp_
     ok(run(offline_env, 'openwebtext', *args[:-1], '--num_proc=1', f'--out_dir={tmp_path / "one"}'))
     for split in ('train', 'val'):
         assert (tmp_path / 'one' / f'{split}.bin').read_bytes() == (tmp_path / 'two' / f'{split}.bin').read_bytes()
-    assert sorted(os.listdir(tmp_path / 'two')) == ['train.bin', 'val.bin']
+    assert sorted(os.listdir(tmp_path / 'two')) == ['manifest.json', 'train.bin', 'val.bin']
 
 
 def test_openwebtext_split_is_deterministic_for_the_seed(offline_env, tmp_path, jsonl_corpus):

@@ -86,7 +86,7 @@ def test_tokens_and_split_are_build_nanogpts(offline_env, tmp_path, jsonl_corpus
     assert enc.decode(val) == ''.join('<|endoftext|>' + d for d in docs[:10])
     assert enc.decode(train) == ''.join('<|endoftext|>' + d for d in docs[10:])
     assert val.count(EOT) == 10 and train.count(EOT) == 110  # the literal '<|endoftext|>' in docs[2] is text
-    assert sorted(os.listdir(tmp_path / 'a')) == ['train.bin', 'val.bin']
+    assert sorted(os.listdir(tmp_path / 'a')) == ['manifest.json', 'train.bin', 'val.bin']
     # val_tokens inside a document (as build-nanogpt's 100M-token val shard): the cut is exact, whatever the
     # number of workers and the size of the pieces they get
     mid = boundary + 7

@@ -12,7 +12,7 @@ from conftest import assert_one_line_error, run_script
 from data.tasks import exact_match
 from tokenizer import Tokenizer
 
-OUTPUTS = ['meta.pkl', 'train.bin', 'train_mask.bin', 'val.bin', 'val_mask.bin']
+OUTPUTS = ['manifest.json', 'meta.pkl', 'train.bin', 'train_mask.bin', 'val.bin', 'val_mask.bin']
 
 
 def read_lines(out, split):

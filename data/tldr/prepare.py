@@ -12,6 +12,7 @@ prompt and label) or local .jsonl / .parquet files or a save_to_disk folder with
 completion) column. --comparisons: the human comparisons, a hub name (CarperAI/openai_summarize_comparisons: ~92k
 train pairs) or local files with chosen, rejected and prompt columns ('' = none). The hub's train split is train, its
 valid (valid1) split val; a local table is split by the SHA-256 of each prompt, so a post is never on both sides.
+Local files must be UTF-8; --errors=replace reads undecodable bytes as U+FFFD instead of stopping.
 
 Each example is a prompt, the post ending in "TL;DR:", and a completion, " " + the summary, then <|endoftext|>:
 the model learns to write the summary and then stop. Outputs, next to this file by default:
@@ -47,8 +48,8 @@ import numpy as np
 from tqdm import tqdm
 
 from configurator import UserError, configure
-from data.common import (atomic_outputs, hub_offline, is_local, load_hub, load_local, probe_hub, read_or_download,
-                         split_documents, write_ids)
+from data.common import (atomic_outputs, check_errors, hub_offline, is_local, load_hub, load_local, probe_hub,
+                         read_or_download, split_documents, write_ids)
 from rewards import rouge_l
 from tokenizer import Tokenizer
 
@@ -62,8 +63,10 @@ post_stride = 1  # synthetic: a post starts at every post_stride-th line (posts 
 comparisons_per_post = 2  # synthetic: candidate pairs drawn per post
 max_posts = 0  # synthetic: at most this many posts per split (0 = all: ~4,700 train, ~530 val)
 seed = 1337  # synthetic: the post lengths and the candidate pairs
+errors = 'strict'  # local files: 'strict' stops at bytes that are not UTF-8; 'replace' reads them as U+FFFD; 'ignore'
 out_dir = _HERE
 configure(globals())
+check_errors(errors)
 
 TLDR = 'TL;DR:'
 if max_completion_tokens < 2 or block_size <= max_completion_tokens:
@@ -101,7 +104,7 @@ def load_table(spec, what, post_of):
     by the post each row is of (post_of(row), the prompt as_prompt writes it): a post's SFT example and all its
     comparisons fall on the same side."""
     if is_local(spec):
-        table, _ = load_local(spec)
+        table, _ = load_local(spec, errors, quiet=True)
         rows = {'train': [], 'val': []}
         for row in table:
             rows[split_of(post_of(row))].append(row)
