@@ -22,7 +22,8 @@ import torch
 
 import hardware
 import loop
-from checkpoint import claim_out_dir, load_model, make_checkpoint, new_model, save_checkpoint, tokenizer_for, trained_dataset
+from checkpoint import (claim_out_dir, load_model, make_checkpoint, new_model, save_checkpoint, tokenizer_for,
+                        trained_dataset)
 from configurator import UserError, configure, require_positive
 from ppo import ScalarHeadGPT
 from rewards import REDUCTIONS, bradley_terry_loss, completion_scores, encode_completion, load_preferences
@@ -30,7 +31,8 @@ from tokenizer import for_dataset
 
 # -----------------------------------------------------------------------------
 out_dir = 'out-reward'
-init_from = 'scratch'  # 'scratch', or a language model: an out_dir holding ckpt.pt, a GPT-2 name or a local HF directory
+# 'scratch', or a language model: an out_dir holding ckpt.pt, a GPT-2 name or a local HF directory
+init_from = 'scratch'
 # a model from scratch (init_from='scratch'): the vocabulary of `dataset` (its meta.pkl, else GPT-2 BPE)
 dataset = 'shakespeare'
 n_layer = 1
@@ -142,7 +144,8 @@ model.train()
 for iter_num in range(max_iters + 1):
     if iter_num % eval_interval == 0 or iter_num == max_iters:
         val_loss, val_acc = evaluate()
-        print(f"step {iter_num}: held-out loss {val_loss:.4f}, accuracy {val_acc:.3f} ({time.time() - start_time:.1f}s)")
+        print(f"step {iter_num}: held-out loss {val_loss:.4f}, accuracy {val_acc:.3f} "
+              f"({time.time() - start_time:.1f}s)")
         log.write({'iter': iter_num, 'val_loss': val_loss, 'val_accuracy': val_acc,
                    'elapsed_s': time.time() - start_time})
     if iter_num == max_iters:

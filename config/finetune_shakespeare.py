@@ -1,4 +1,5 @@
-# finetune GPT-2 XL (1.5B) on tiny Shakespeare (BPE): a few minutes on one A100
+# finetune GPT-2 XL (1.5B) on tiny Shakespeare (BPE) on a GPU with 40 GB or more: weights, gradients and AdamW
+# state alone are 25 GB (16 bytes a parameter). On a laptop: config/finetune_shakespeare_cpu.py (GPT-2 124M)
 # $ python data/shakespeare/prepare.py && python train.py config/finetune_shakespeare.py
 # offline: --init_from=/path/to/a/local/hugging-face/gpt2-xl/directory
 import time

@@ -1,7 +1,8 @@
 # The summarization chain small and offline, stage 3 of 3: PPO from the SFT model against the reward model, with a
 # KL leash to the SFT model; eval.json scores both on the same held-out posts.
 # $ python rlhf.py config/rlhf_tldr_cpu.py      (after config/sft_tldr_cpu.py and config/train_reward_tldr_cpu.py)
-# $ python rlhf.py config/rlhf_tldr_cpu.py --eval_only=True --init_from=out-untrained-tldr-cpu --out_dir=out-sft-tldr-cpu
+# $ python rlhf.py config/rlhf_tldr_cpu.py --eval_only=True --init_from=out-untrained-tldr-cpu \
+#       --out_dir=out-sft-tldr-cpu
 #   (the untrained model against the SFT model: eval.json in out-sft-tldr-cpu)
 out_dir = 'out-rlhf-tldr-cpu'
 init_from = 'out-sft-tldr-cpu'

@@ -17,7 +17,8 @@ n_embd = 64  # lm_head over GPT-2's 50,304 tokens is most of the work: a narrow 
 block_size = 128  # prepare.py --block_size: every post fits with its summary
 bias = False
 dropout = 0.0
-rotary = True  # copying the first line is a lookup by relative position (val 6.068 at step 200, 6.098 without: one run each)
+# copying the first line is a lookup by relative position (val 6.068 at step 200, 6.098 without: one run each)
+rotary = True
 
 batch_size = 32
 gradient_accumulation_steps = 1

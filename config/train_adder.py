@@ -9,7 +9,9 @@ always_save_checkpoint = True  # keep the final model: evaluate.py scores it
 dataset = 'adder'
 gradient_accumulation_steps = 1
 batch_size = 192
-block_size = 20  # two 10-character lines. Keep windows short: they start anywhere, so each position must learn the task (32 or 64 learn far slower)
+# two 10-character lines. Keep windows short: they start anywhere, so each position must learn the task
+# (32 or 64 learn far slower)
+block_size = 20
 
 n_layer = 3
 n_head = 4

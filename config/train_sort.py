@@ -9,7 +9,9 @@ always_save_checkpoint = True  # keep the final model: evaluate.py scores it
 dataset = 'sort'
 gradient_accumulation_steps = 1
 batch_size = 64
-block_size = 16  # a line is 14 characters. Keep windows short: they start anywhere, so each position must learn the task (64 learns far slower)
+# a line is 14 characters. Keep windows short: they start anywhere, so each position must learn the task
+# (64 learns far slower)
+block_size = 16
 
 n_layer = 3
 n_head = 4

@@ -123,7 +123,8 @@ def test_parse_run_finds_the_first_eval_at_or_below_the_target(shakespeare_char,
 
 
 def test_parse_run_reads_nanogpts_output():
-    lines = [(1.5, 'step 0: train loss 4.1676, val loss 4.1649'), (2.0, 'iter 0: loss 4.1900, time 900.10ms, mfu -100.00%'),
+    lines = [(1.5, 'step 0: train loss 4.1676, val loss 4.1649'),
+             (2.0, 'iter 0: loss 4.1900, time 900.10ms, mfu -100.00%'),
              *[(2.0 + 0.04 * i, f'iter {i}: loss 3.0000, time {40 + i % 3}.00ms, mfu 0.03%') for i in range(1, 12)],
              (3.0, 'step 250: train loss 2.4293, val loss 1.8800')]
     run = bench.parse_run(lines, 1.8857)

@@ -112,7 +112,8 @@ def test_text_prepare_char_matches_shakespeare_char(offline_env, tmp_path):
 
 def test_text_bad_inputs(offline_env, tmp_path):
     assert_one_line_error(run(offline_env, 'text'), '--input=')
-    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "missing.txt"}'), 'missing.txt', 'no such file')
+    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "missing.txt"}'),
+                          'missing.txt', 'no such file')
     (tmp_path / 'empty.txt').write_text('')
     assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "empty.txt"}'), 'empty.txt', 'no text')
     (tmp_path / 'nothing').mkdir()
@@ -120,7 +121,8 @@ def test_text_bad_inputs(offline_env, tmp_path):
     (tmp_path / 'tiny.txt').write_text('x')
     assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}'), 'too little')
     assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}', '--tokenizer=bpe'), "'bpe'")
-    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}', '--val_fraction=1.5'), 'val_fraction')
+    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}', '--val_fraction=1.5'),
+                          'val_fraction')
     assert_one_line_error(run(offline_env, 'text', '--inptu=x'), 'did you mean input')
 
 
@@ -230,7 +232,8 @@ def make_documents(n, seed=0):
         lines = f.read().splitlines()
     rng = random.Random(seed)
     docs = ['\n'.join(rng.choice(lines) for _ in range(rng.randint(1, 30))) for _ in range(n)]
-    docs[3] = 'Caf\u00e9 \u2615, na\u00efve r\u00e9sum\u00e9, \u65e5\u672c\u8a9e, \U0001f600 and <|endoftext|> as plain text'
+    docs[3] = ('Caf\u00e9 \u2615, na\u00efve r\u00e9sum\u00e9, \u65e5\u672c\u8a9e, \U0001f600 '
+               'and <|endoftext|> as plain text')
     docs[7] = ''
     return docs
 
@@ -309,7 +312,8 @@ def test_openwebtext_other_local_formats(offline_env, tmp_path, kind):
 
 def test_openwebtext_bad_inputs(offline_env, tmp_path):
     out = f'--out_dir={tmp_path / "out"}'
-    assert_one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "nope"}', out), 'nope', 'no such file')
+    assert_one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "nope"}', out),
+                          'nope', 'no such file')
     (tmp_path / 'empty').mkdir()
     assert_one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "empty"}', out), 'no .txt')
     (tmp_path / 'bad').mkdir()
@@ -323,7 +327,8 @@ def test_openwebtext_bad_inputs(offline_env, tmp_path):
                    'bad.jsonl', 'byte offset 30')
     with open(tmp_path / 'notext.jsonl', 'w') as f:
         f.write('{"body": "a"}\n{"body": "b"}\n')
-    assert_one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "notext.jsonl"}', out), "no 'text' column")
+    assert_one_line_error(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "notext.jsonl"}', out),
+                          "no 'text' column")
     assert not (tmp_path / 'out').exists()  # failures write nothing
     ok(run(offline_env, 'openwebtext', f'--dataset={tmp_path / "bad.jsonl"}', out, '--errors=replace'))
     texts = [Tokenizer.gpt2().decode(read_bin(tmp_path / 'out' / f'{split}.bin')) for split in ('train', 'val')]
@@ -337,7 +342,8 @@ def test_openwebtext_hub_offline_is_one_quick_line(offline_env, tmp_path):
     result = run(env, 'openwebtext', f'--out_dir={tmp_path}', extra_env={'HF_ENDPOINT': 'http://127.0.0.1:9'})
     assert 'cannot reach 127.0.0.1' in result.stderr  # the quick probe answered, not datasets' retries
     assert_one_line_error(result, "'openwebtext'", '--dataset=<folder or glob')
-    assert_one_line_error(run(offline_env, 'openwebtext', f'--out_dir={tmp_path}'), "'openwebtext'", '--dataset=<folder or glob')
+    assert_one_line_error(run(offline_env, 'openwebtext', f'--out_dir={tmp_path}'),
+                          "'openwebtext'", '--dataset=<folder or glob')
 
 
 def test_a_hub_loading_script_is_one_line_with_the_way_out(monkeypatch):

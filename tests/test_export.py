@@ -13,9 +13,9 @@ from tokenizer import Tokenizer, for_dataset
 
 transformers = pytest.importorskip('transformers')
 
-TINY = ['--device=cpu', '--dtype=float32', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32', '--gradient_accumulation_steps=1',
-        '--block_size=64', '--batch_size=8', '--eval_iters=2', '--log_interval=50', '--learning_rate=1e-2',
-        '--min_lr=1e-3', '--warmup_iters=5']
+TINY = ['--device=cpu', '--dtype=float32', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32',
+        '--gradient_accumulation_steps=1', '--block_size=64', '--batch_size=8', '--eval_iters=2', '--log_interval=50',
+        '--learning_rate=1e-2', '--min_lr=1e-3', '--warmup_iters=5']
 
 
 def samples(stdout):

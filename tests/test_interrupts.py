@@ -95,8 +95,9 @@ def test_a_second_run_on_the_same_out_dir_is_refused(shakespeare_char, tmp_path)
         first.kill()
         first.communicate()
     # once it is gone (even killed), the out_dir is free again
-    run_script('train.py', '--dataset=shakespeare_char', *TINY, f'--out_dir={tmp_path}', '--gradient_accumulation_steps=1',
-               '--max_iters=2', '--lr_decay_iters=2', '--eval_interval=2', '--eval_iters=1')
+    run_script('train.py', '--dataset=shakespeare_char', *TINY, f'--out_dir={tmp_path}',
+               '--gradient_accumulation_steps=1', '--max_iters=2', '--lr_decay_iters=2', '--eval_interval=2',
+               '--eval_iters=1')
     assert (tmp_path / 'ckpt.pt').exists()
 
 
@@ -128,8 +129,9 @@ def test_concurrent_writers_never_mix_a_checkpoint(tmp_path):
 
 def trained(out_dir, *args):
     """40 steps of a tiny model into out_dir, evaluated every 20; ckpt.pt holds iter 40 (its val is the best)."""
-    run_script('train.py', '--dataset=shakespeare_char', *TINY, f'--out_dir={out_dir}', '--gradient_accumulation_steps=1',
-               '--max_iters=40', '--lr_decay_iters=40', '--eval_interval=20', '--eval_iters=2', '--learning_rate=1e-2',
+    run_script('train.py', '--dataset=shakespeare_char', *TINY, f'--out_dir={out_dir}',
+               '--gradient_accumulation_steps=1', '--max_iters=40', '--lr_decay_iters=40', '--eval_interval=20',
+               '--eval_iters=2', '--learning_rate=1e-2',
                *args)
     assert torch.load(out_dir / 'ckpt.pt', weights_only=True)['iter_num'] == 40
 

@@ -194,7 +194,8 @@ def test_bf16_training_step_is_the_same_through_either_attention_path(monkeypatc
 
     q = torch.zeros(1, 4, 32, 16, dtype=torch.bfloat16, requires_grad=True)
     assert model_module.prefers_explicit_attention(q)
-    assert not model_module.prefers_explicit_attention(q.float()) and not model_module.prefers_explicit_attention(q.detach())
+    assert not model_module.prefers_explicit_attention(q.float())
+    assert not model_module.prefers_explicit_attention(q.detach())
     loss_explicit, grads_explicit = loss_and_grads()
     monkeypatch.setattr(model_module, 'CPU_EXPLICIT_ATTENTION_MAX_T', 0)  # every length takes SDPA
     assert not model_module.prefers_explicit_attention(q)

@@ -62,7 +62,8 @@ def test_batched_reward_scores_equal_one_at_a_time(reduction, tmp_path):
     gpt = GPT(GPTConfig(**{**TINY_BPE, 'block_size': 48}))
     head = torch.nn.Linear(32, 1)  # a head that is not zero, so every score differs
     rm = save_model(gpt, tmp_path, scalar_head=head.state_dict(), scalar_head_role='reward', reward_reduction=reduction)
-    prompts = ['POST: a short one\nTL;DR:', 'POST: ' + 'a much longer post, ' * 12 + '\nTL;DR:', 'TL;DR:', 'POST: a b\nTL;DR:']
+    prompts = ['POST: a short one\nTL;DR:', 'POST: ' + 'a much longer post, ' * 12 + '\nTL;DR:', 'TL;DR:',
+               'POST: a b\nTL;DR:']
     texts = [' one', ' two words here, and then some more of them', ' three', '']
     one_at_a_time = RewardModel(str(rm), batch_size=1)
     batched = RewardModel(str(rm), batch_size=4)
@@ -134,7 +135,9 @@ def test_masked_ppo_arithmetic_ignores_what_follows_the_end():
 
 def test_rouge_l_is_the_longest_common_subsequence_f_measure():
     # 'the cat sat on the mat' against 'the cat on a mat': LCS 'the cat on mat', 4 words; P = 4/5, R = 4/6
-    assert rouge_l(['the cat on a mat'], ['the cat sat on the mat'])[0] == pytest.approx(2 * (4 / 5) * (4 / 6) / (4 / 5 + 4 / 6))
+    precision, recall = 4 / 5, 4 / 6
+    assert rouge_l(['the cat on a mat'], ['the cat sat on the mat'])[0] == pytest.approx(
+        2 * precision * recall / (precision + recall))
     assert rouge_l(['Sitting cats'], ['the cat sits'])[0] == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))  # stems
 
 
@@ -207,7 +210,8 @@ def test_the_offline_chain_end_to_end(tmp_path):
     # PPO raises the reward model's score on held-out posts, at a KL to the SFT model that stays in bounds
     assert after['reward_policy'] > after['reward_start'], after
     assert 0 < after['kl'] < 4 * after['target_kl'], after
-    assert after['eval_samples'] == 48 and {'rouge_l_start', 'rouge_l_policy', 'length_start', 'length_policy'} <= set(after)
+    assert after['eval_samples'] == 48
+    assert {'rouge_l_start', 'rouge_l_policy', 'length_start', 'length_policy'} <= set(after)
     itself = json.loads((root / 'sft' / 'eval.json').read_text())  # the same samples: the same scores, no KL
     assert itself['eval_samples'] == 8 and itself['kl'] == 0.0 and itself['rouge_l_start'] == itself['rouge_l_policy']
     assert itself['reward_start'] == itself['reward_policy'] and itself['length_start'] == itself['length_policy']
@@ -274,16 +278,19 @@ def test_tldr_bad_input(tmp_path):
              {'prompt': f'POST: post {i}', 'chosen': f'POST: post {i} TL;DR: a', 'rejected': 'POST: x TL;DR: b'}]
             for i in range(20)]
     posts = [{'prompt': f'POST: post number {i}\nTL;DR:', 'label': f'number {i}'} for i in range(40)]
-    posts += [{'prompt': 'POST: nothing to say\nTL;DR:', 'label': '  '}, {'prompt': 'POST: ' + 'long ' * 200, 'label': 'x'}]
+    posts += [{'prompt': 'POST: nothing to say\nTL;DR:', 'label': '  '},
+              {'prompt': 'POST: ' + 'long ' * 200, 'label': 'x'}]
     (tmp_path / 'posts.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in posts))
     (tmp_path / 'pairs.jsonl').write_text(''.join(json.dumps(r) + '\n' for four in rows for r in four))
-    proc = run_script('data/tldr/prepare.py', f'--input={tmp_path / "posts.jsonl"}', f'--comparisons={tmp_path / "pairs.jsonl"}',
-                      '--block_size=128', '--max_completion_tokens=16', '--val_fraction=0.3', f'--out_dir={tmp_path / "out"}')
+    proc = run_script('data/tldr/prepare.py', f'--input={tmp_path / "posts.jsonl"}',
+                      f'--comparisons={tmp_path / "pairs.jsonl"}', '--block_size=128', '--max_completion_tokens=16',
+                      '--val_fraction=0.3', f'--out_dir={tmp_path / "out"}')
     assert 'left out 1 examples: an empty summary' in proc.stdout
     assert 'too long for the context' in proc.stdout
     left_out = [line for line in proc.stdout.splitlines() if 'do not summarize the same post' in line]
     assert sum(int(line.split('left out ')[1].split(' of')[0]) for line in left_out) == 40, proc.stdout
-    pairs = read_jsonl(tmp_path / 'out' / 'comparisons_train.jsonl') + read_jsonl(tmp_path / 'out' / 'comparisons_val.jsonl')
+    pairs = (read_jsonl(tmp_path / 'out' / 'comparisons_train.jsonl')
+             + read_jsonl(tmp_path / 'out' / 'comparisons_val.jsonl'))
     assert sorted(p['prompt'] for p in pairs) == sorted([f'POST: post {i}\nTL;DR:' for i in range(20)] +
                                                         [f'POST: text {i}\nTL;DR:' for i in range(20)])
     assert all(p['chosen'] == ' a' and p['rejected'] == ' b' for p in pairs)
@@ -291,7 +298,7 @@ def test_tldr_bad_input(tmp_path):
     assert len(kept) == 40 and all(r['completion'].startswith(' number ') for r in kept)
     # nothing usable at all: one line, and nothing written
     (tmp_path / 'bad.jsonl').write_text(''.join(json.dumps(four[2]) + '\n' for four in rows))
-    proc = run_script('data/tldr/prepare.py', f'--input={tmp_path / "posts.jsonl"}', f'--comparisons={tmp_path / "bad.jsonl"}',
-                      f'--out_dir={tmp_path / "none"}', check=False)
+    proc = run_script('data/tldr/prepare.py', f'--input={tmp_path / "posts.jsonl"}',
+                      f'--comparisons={tmp_path / "bad.jsonl"}', f'--out_dir={tmp_path / "none"}', check=False)
     assert_one_line_error(proc, 'no usable')
     assert not (tmp_path / 'none').exists()

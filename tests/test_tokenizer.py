@@ -158,7 +158,8 @@ def test_from_meta_and_for_dataset(tmp_path, monkeypatch):
         pickle.dump(tok.meta, f)
     (tmp_path / 'bpe').mkdir()
     monkeypatch.chdir(tmp_path)  # resolution must not depend on the cwd
-    assert dataset_dir('shakespeare_char') == os.path.join(os.path.dirname(tokenizer.__file__), 'data', 'shakespeare_char')
+    repo = os.path.dirname(tokenizer.__file__)
+    assert dataset_dir('shakespeare_char') == os.path.join(repo, 'data', 'shakespeare_char')
     loaded = for_dataset(str(tmp_path / 'chars'))  # an absolute path is taken as is
     assert loaded.name == 'char' and loaded.decode(loaded.encode('world hello')) == 'world hello'
     assert for_dataset(str(tmp_path / 'bpe')).name == 'gpt2'

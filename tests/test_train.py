@@ -16,13 +16,14 @@ from conftest import REPO, assert_one_line_error, run_script, script_env
 
 # a tiny model, fp32 on the CPU, so runs are fast and bitwise reproducible
 TINY = ['--device=cpu', '--dtype=float32', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32',
-        '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=1', '--eval_iters=4', '--log_interval=1', '--warmup_iters=2',
-        '--learning_rate=3e-3', '--min_lr=3e-4', '--lr_decay_iters=20']
+        '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=1', '--eval_iters=4', '--log_interval=1',
+        '--warmup_iters=2', '--learning_rate=3e-3', '--min_lr=3e-4', '--lr_decay_iters=20']
 
 
 # the modern recipe's switches, all on, with Muon (model.py, optim.py)
 MODERN = ['--rotary=True', '--qk_norm=True', '--rmsnorm=True', '--relu_squared=True', '--tie_embeddings=False',
-          '--logit_softcap=15.0', '--zero_init_proj=True', '--embedding_norm=True', '--optimizer=muon', '--muon_lr=0.02']
+          '--logit_softcap=15.0', '--zero_init_proj=True', '--embedding_norm=True', '--optimizer=muon',
+          '--muon_lr=0.02']
 
 
 def train(out_dir, *args, check=True, env=None):
@@ -96,8 +97,8 @@ def test_batches_depend_only_on_seed_and_step(shakespeare_char):
 def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path, monkeypatch, recipe, cpu_bf16):
     if cpu_bf16:  # Muon's iteration: float32 in a float32 run, whatever the CPU
         monkeypatch.setenv('GPT_CPU_BF16', cpu_bf16)
-    common = ['--max_iters=20', '--eval_interval=20', '--gradient_accumulation_steps=4', '--always_save_checkpoint=True',
-              *recipe]
+    common = ['--max_iters=20', '--eval_interval=20', '--gradient_accumulation_steps=4',
+              '--always_save_checkpoint=True', *recipe]
     train(tmp_path / 'single', *common)
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py']
     proc = subprocess.run(torchrun + ['--dataset=shakespeare_char', f'--out_dir={tmp_path / "ddp"}', *TINY, *common],
@@ -132,8 +133,9 @@ def test_resume_is_bitwise_exact(shakespeare_char, tmp_path, recipe):
     part_log = {e['iter']: (e['train_loss'], e['val_loss']) for e in evals(tmp_path / 'part')}
     assert full_log == part_log
     # the per-step training losses printed after the resume point are identical too
-    steps = lambda out: [l for l in out.splitlines() if l.startswith('iter ') and int(l.split()[1][:-1]) > 8]
-    assert [l.split(', time')[0] for l in steps(full.stdout)] == [l.split(', time')[0] for l in steps(resumed.stdout)]
+    steps = lambda out: [line.split(', time')[0] for line in out.splitlines()
+                         if line.startswith('iter ') and int(line.split()[1][:-1]) > 8]
+    assert steps(full.stdout) == steps(resumed.stdout)
 
 
 def test_sigterm_saves_and_resumes_exactly(shakespeare_char, tmp_path):

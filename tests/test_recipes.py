@@ -1,0 +1,41 @@
+"""The laptop recipes the README names run as it says: a few steps each, on small stand-ins for their data."""
+import os
+
+import pytest
+import torch
+
+from conftest import REPO, run_script
+
+transformers = pytest.importorskip('transformers')
+
+SHORT = ['--max_iters=2', '--eval_interval=2', '--eval_iters=1', '--dtype=float32']
+
+
+def prepare_text(tmp_path, *args):
+    """Two of Shakespeare's plays' worth of text through data/text/prepare.py, as a user's own book."""
+    with open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt')) as f:
+        (tmp_path / 'mybook.txt').write_text(f.read()[:100_000])
+    run_script('data/text/prepare.py', f'--input={tmp_path / "mybook.txt"}', f'--out_dir={tmp_path / "mybook"}', *args)
+    return str(tmp_path / 'mybook')
+
+
+def test_own_text_laptop_config(tmp_path):
+    dataset = prepare_text(tmp_path)
+    proc = run_script('train.py', 'config/train_text_cpu.py', f'--dataset={dataset}', f'--out_dir={tmp_path / "out"}',
+                      *SHORT)
+    assert 'step 2: train loss' in proc.stdout
+    ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
+    assert ckpt['model_args']['block_size'] == 128 and ckpt['model_args']['n_layer'] == 4
+
+
+def test_laptop_finetune_config(tmp_path):
+    # GPT-2's shape shrunk (a local Hugging Face directory stands in for the hub's gpt2): the config's settings,
+    # block 256 included, must work from pretrained weights on a GPT-2 BPE dataset
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32))
+    hf.save_pretrained(tmp_path / 'gpt2-tiny')
+    dataset = prepare_text(tmp_path)
+    proc = run_script('train.py', 'config/finetune_shakespeare_cpu.py', f'--init_from={tmp_path / "gpt2-tiny"}',
+                      f'--dataset={dataset}', f'--out_dir={tmp_path / "out"}', *SHORT)
+    assert 'step 2: train loss' in proc.stdout
+    ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
+    assert ckpt['config']['block_size'] == 256 and ckpt['config']['gradient_accumulation_steps'] == 4
