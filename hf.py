@@ -8,7 +8,7 @@ A directory holds config.json + model.safetensors (transformers' GPT2LMHeadModel
 - GPT-2 BPE: vocab.json (GPT-2's encoder.json), merges.txt (derived here from the BPE ranks) and tokenizer.json;
 - a character vocabulary: a tokenizer.json whose WordLevel model maps each character to its meta.pkl id,
   with no normalizer and a pre-tokenizer that isolates every character, so AutoTokenizer encodes and decodes
-  exactly as tokenizer.py does.
+  exactly as tokenizer.py does (a character it lacks included), plus a BOS token for lm-evaluation-harness.
 
 A model of the modern recipe (model.py's switches) is written as the transformers architecture that computes the
 same function, where one exists (hf_architecture): every one of them has rotary positions and RMSNorm and an MLP
