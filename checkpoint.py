@@ -14,7 +14,7 @@ out_dir (a folder holding ckpt.pt), a GPT-2 hub name, or a local Hugging Face GP
 import os
 import sys
 import tempfile
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 try:
     import fcntl  # the out_dir lock; Windows has no fcntl, and runs there go without the lock
@@ -29,6 +29,7 @@ from model import GPT, GPT2_NAMES, GPTConfig
 
 RUN_FILES = ('ckpt.pt', 'resume.pt', 'log.jsonl', '.lock')  # what a training run writes into its out_dir
 STATE_DICT_PREFIXES = ('_orig_mod.', 'module.')  # left by torch.compile and DDP wrappers
+NANOGPT_MODEL_ARGS = ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'dropout', 'bias')  # its GPTConfig
 LEGACY_HEAD_KEYS = {'head': 'reward', 'value_head': 'value'}  # the scalar head's key before 2026-12
 
 
@@ -44,13 +45,22 @@ def new_model(**model_args):
 
 def make_checkpoint(model, optimizer, iter_num, best_val_loss, config, tokenizer, model_state=None,
                     optimizer_state=None, **extra):
-    """The ckpt.pt dict of every script: nanoGPT's keys (model_args as the GPTConfig fields), the tokenizer
+    """The ckpt.pt dict of every script: nanoGPT's keys (model_args: checkpoint_model_args), the tokenizer
     (sample.py, export.py and the evaluators then need no data/ folder), and the script's extra keys. The
     states, when given, replace model.state_dict() and optimizer.state_dict() (FSDP's, gathered: sharding.py)."""
     return {'model': clean_state_dict(model_state if model_state is not None else model.state_dict()),
             'optimizer': optimizer_state if optimizer_state is not None else optimizer.state_dict(),
-            'model_args': asdict(model.config), 'iter_num': iter_num, 'best_val_loss': best_val_loss,
+            'model_args': checkpoint_model_args(model.config), 'iter_num': iter_num, 'best_val_loss': best_val_loss,
             'config': config, 'tokenizer': tokenizer.state(), **extra}
+
+
+def checkpoint_model_args(config):
+    """model_args as nanoGPT writes them (its GPTConfig's seven fields), plus only those of the modern recipe's
+    switches that differ from GPT-2 (their defaults): nanoGPT's GPTConfig(**model_args) rejects any other key, so
+    a GPT-2-recipe checkpoint stays one that nanoGPT's sample.py and train.py load, and model_from_checkpoint
+    fills the switches left out with their GPT-2 defaults."""
+    return {f.name: getattr(config, f.name) for f in fields(config)
+            if f.name in NANOGPT_MODEL_ARGS or getattr(config, f.name) != f.default}
 
 
 def save_checkpoint(checkpoint, path):

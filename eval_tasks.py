@@ -20,6 +20,7 @@ summed, so the result is the same for any number of processes.
 bpb is the loss on the dataset's val split in bits per byte of the text the predicted tokens stand for: a
 character model and a BPE model of the same text can be compared by it (their per-token losses cannot).
 """
+import json
 import math
 import os
 
@@ -39,6 +40,17 @@ CHOICE_FIELDS = {'context': str, 'endings': list, 'label': int}
 # -----------------------------------------------------------------------------
 # multiple choice
 
+def is_raw_hellaswag(path):
+    """True when the file's first line is a record of HellaSwag's own jsonl (its context is 'ctx')."""
+    with open(path, encoding='utf-8', errors='replace') as f:
+        first = next((line for line in f if line.strip()), '')
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and 'ctx' in record and 'context' not in record
+
+
 def read_choices(path, tokenizer, block_size):
     """The examples of a multiple-choice jsonl file as (context ids, [ending ids, ...], label), checked: each a
     UserError naming the file and line. A context too long for the model keeps its last tokens, as a
@@ -46,16 +58,24 @@ def read_choices(path, tokenizer, block_size):
     if not os.path.isfile(path):
         raise UserError(f"no multiple-choice file {path}: for HellaSwag run `python data/hellaswag/prepare.py`; "
                         f"your own tasks are jsonl lines of {{\"context\", \"endings\": [...], \"label\"}}")
+    try:
+        records = read_jsonl(path, CHOICE_FIELDS)
+    except UserError as e:
+        if not is_raw_hellaswag(path):
+            raise
+        raise UserError(f"{e}; this is HellaSwag's own format (ctx, endings, label): convert it with `python "
+                        f"data/hellaswag/prepare.py --input={path}`, which writes data/hellaswag/val.jsonl for "
+                        f"--task=hellaswag") from None
     examples = []
-    for n, record in read_jsonl(path, CHOICE_FIELDS):
+    for n, record in records:
         endings, label = record['endings'], record['label']
         if len(endings) < 2 or not all(isinstance(e, str) and e for e in endings):
             raise UserError(f"{path}:{n}: endings must be a list of two or more non-empty strings")
         if isinstance(label, bool) or not 0 <= label < len(endings):
             raise UserError(f"{path}:{n}: label {label!r} is not the index of one of the {len(endings)} endings")
         try:
-            context = tokenizer.encode(record['context'])
-            endings = [tokenizer.encode(e) for e in endings]
+            context = tokenizer.encode(record['context'], strict=True)
+            endings = [tokenizer.encode(e, strict=True) for e in endings]
         except UserError as e:
             raise UserError(f"{path}:{n}: {e}") from None
         longest = max(len(e) for e in endings)
@@ -70,11 +90,13 @@ def read_choices(path, tokenizer, block_size):
     return examples
 
 
-def ending_logprobs(model, examples, device):
+def ending_logprobs(model, examples, device, vocab_size=None):
     """For a batch of examples, the log-probability of each ending given its context: a list (one per example)
     of (B_endings, 2) tensors of (sum over the ending's tokens, number of tokens). Every ending of every example
     is one row, right-padded: padding comes after each row's real tokens, so causal attention never lets it
-    change them. Only the positions that predict ending tokens go through lm_head (V is the largest matmul)."""
+    change them. Only the positions that predict ending tokens go through lm_head (V is the largest matmul).
+    vocab_size: the tokenizer's; the softmax is over those ids only (GPT-2's 50257 tokens are padded to 50304 rows,
+    which an undertrained model gives some probability; an export has no such rows, so lm-eval scores without them)."""
     rows = [(ctx, end) for ctx, endings, _ in examples for end in endings]
     T = max(len(ctx) + len(end) for ctx, end in rows)
     idx = torch.zeros(len(rows), T, dtype=torch.long)
@@ -86,7 +108,7 @@ def ending_logprobs(model, examples, device):
     pos = torch.cat([torch.arange(len(ctx) - 1, len(ctx) + len(end) - 1) for ctx, end in rows]).to(device)
     idx = idx.to(device)
     h = model.hidden_states(idx)  # (R, T, C)
-    logits = model.logits(h[row, pos])  # (N, V), N ending tokens in all
+    logits = model.logits(h[row, pos])[:, :vocab_size]  # (N, V), N ending tokens in all
     logp = F.log_softmax(logits.float(), dim=-1).gather(1, idx[row, pos + 1, None])[:, 0]
     sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, row, logp.double())
     counts = torch.tensor([len(end) for _, end in rows], dtype=torch.float64, device=device)
@@ -95,10 +117,11 @@ def ending_logprobs(model, examples, device):
 
 
 @torch.no_grad()
-def score_choices(model, examples, *, batch_size, ctx, device, rank=0, world_size=1, progress=False):
+def score_choices(model, examples, *, batch_size, ctx, device, rank=0, world_size=1, vocab_size=None,
+                  progress=False):
     """{'examples', 'acc', 'acc_norm'} over the examples; ranks take every world_size-th example and all-reduce
-    the counts. The model is evaluated in eval mode and left in the mode it came in. progress=True draws a bar
-    of rank 0's examples on stderr when it is a terminal."""
+    the counts. The model is evaluated in eval mode and left in the mode it came in. vocab_size: ending_logprobs'.
+    progress=True draws a bar of rank 0's examples on stderr when it is a terminal."""
     counts = torch.zeros(3, dtype=torch.float64, device=device)  # examples, right by sum, right by mean
     mine = examples[rank::world_size]
     bar = tqdm(total=len(mine), desc='scoring', unit='example', disable=bar_off(progress, rank))
@@ -106,7 +129,7 @@ def score_choices(model, examples, *, batch_size, ctx, device, rank=0, world_siz
         for i in range(0, len(mine), batch_size):
             batch = mine[i:i + batch_size]
             with ctx:
-                scores = ending_logprobs(model, batch, device)
+                scores = ending_logprobs(model, batch, device, vocab_size)
             for (_, _, label), s in zip(batch, scores):
                 total, mean = s[:, 0], s[:, 0] / s[:, 1]
                 counts += torch.stack([torch.ones((), dtype=torch.float64, device=device),
@@ -219,7 +242,7 @@ if __name__ == '__main__':
         examples = read_choices(path, tokenizer, model.config.block_size)
         examples = examples[:max_examples] if max_examples > 0 else examples
         result = score_choices(model, examples, batch_size=batch_size, ctx=hw.ctx, device=device, rank=rank,
-                               world_size=world_size, progress=True)
+                               world_size=world_size, vocab_size=tokenizer.vocab_size, progress=True)
         summary = (f"{task}: acc {result['acc']:.4f}, acc_norm {result['acc_norm']:.4f} on {result['examples']:,} "
                    f"examples")
     seconds = time.time() - t0

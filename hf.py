@@ -8,7 +8,7 @@ A directory holds config.json + model.safetensors (transformers' GPT2LMHeadModel
 - GPT-2 BPE: vocab.json (GPT-2's encoder.json), merges.txt (derived here from the BPE ranks) and tokenizer.json;
 - a character vocabulary: a tokenizer.json whose WordLevel model maps each character to its meta.pkl id,
   with no normalizer and a pre-tokenizer that isolates every character, so AutoTokenizer encodes and decodes
-  exactly as tokenizer.py does.
+  exactly as tokenizer.py does (a character it lacks included), plus a BOS token for lm-evaluation-harness.
 
 A model of the modern recipe (model.py's switches) is written as the transformers architecture that computes the
 same function, where one exists (hf_architecture): every one of them has rotary positions and RMSNorm and an MLP
@@ -26,6 +26,7 @@ from configurator import UserError
 from files import follow_umask
 from model import GPT, GPT2_NAMES, GPT2_VOCAB_SIZE, GPTConfig
 
+CHAR_BOS = '<|startoftext|>'  # a character export's BOS token (save_tokenizer)
 CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
 
@@ -393,10 +394,18 @@ def save_tokenizer(tokenizer, out_dir, model_max_length):
                                        eos_token=eot, unk_token=eot, clean_up_tokenization_spaces=False)
     else:
         itos = tokenizer.meta['itos']
-        rust = RustTokenizer(models.WordLevel({itos[i]: i for i in range(tokenizer.vocab_size)}, unk_token=None))
+        # a character the vocabulary lacks is read as tokenizer.py reads it (unknown_char); it is the WordLevel
+        # model's own fallback, not transformers' unk_token, which would make it special (skipped in decoding)
+        rust = RustTokenizer(models.WordLevel({itos[i]: i for i in range(tokenizer.vocab_size)},
+                                              unk_token=tokenizer.unknown_char))
         rust.pre_tokenizer = pre_tokenizers.Split(Regex(r'[\s\S]'), behavior='isolated')  # every character alone
         rust.decoder = decoders.Fuse()  # ids back to characters, joined with nothing between them
-        fast = PreTrainedTokenizerFast(tokenizer_object=rust, model_max_length=model_max_length,
+        # lm-evaluation-harness needs a BOS or EOS token (its prefix for an empty context). Every id is a character
+        # the model reads and writes, and transformers drops a special token's text when it decodes (pipelines do),
+        # so the BOS is one more token, after the model's ids: never produced by encoding ordinary text nor by
+        # the model. Note the model cannot read it: lm-eval requests with an empty context (perplexity) fail.
+        bos = AddedToken(CHAR_BOS, special=True, normalized=False)
+        fast = PreTrainedTokenizerFast(tokenizer_object=rust, model_max_length=model_max_length, bos_token=bos,
                                        clean_up_tokenization_spaces=False)
     fast.save_pretrained(out_dir)
 

@@ -64,7 +64,7 @@ def encode_completion(tokenizer, prompt, text, reduction, block_size):
     the end-of-text token closes the completion (where there is one; a character vocabulary reads its last
     character). A prompt too long for the context loses its oldest tokens: returns (prompt ids, completion
     ids, how many prompt tokens were cut); a completion that alone does not fit is a UserError."""
-    prompt_ids, ids = tokenizer.encode(prompt), tokenizer.encode(text)
+    prompt_ids, ids = tokenizer.encode(prompt, strict=True), tokenizer.encode(text, strict=True)
     if reduction == 'last' and tokenizer.eot_token is not None:
         ids = ids + [tokenizer.eot_token]
     if len(ids) > block_size:

@@ -156,7 +156,7 @@ def read_prompt_file(path):
     prompts = []
     for n, text in texts:
         try:
-            ids = tokenizer.encode(text)
+            ids = tokenizer.encode(text, strict=True)
         except UserError as e:
             raise UserError(f"{path}:{n}: {e}") from None
         if not ids:

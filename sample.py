@@ -78,6 +78,9 @@ if start == '<|endoftext|>' and tokenizer.eot_token is not None:
     start_ids = [tokenizer.eot_token]
 else:
     start_ids = tokenizer.encode(start)
+    if tokenizer.unknown_chars(start):  # encoded as the exported tokenizer encodes them, and said so
+        print(f"note: {', '.join(map(repr, tokenizer.unknown_chars(start)))} of the prompt not in the model's "
+              f"{tokenizer.vocab_size}-character vocabulary, read as {tokenizer.unknown_char!r}", file=sys.stderr)
 if not start_ids:
     raise UserError("the prompt is empty: pass some text with --start=... (GPT-2 models also take "
                     "--start='<|endoftext|>')")

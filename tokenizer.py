@@ -161,14 +161,28 @@ class Tokenizer:
             return cls('char', state['meta']['vocab_size'], meta=state['meta'])
         raise UserError(f"unknown tokenizer record {state!r}: expected {{'name': 'gpt2'}} or a char vocabulary")
 
-    def encode(self, text):
+    @property
+    def unknown_char(self):
+        """What a character vocabulary encodes a character it lacks as: a space, or its first character if it has
+        none. No id is spare (the model has one row per character), so an unknown character becomes a known one;
+        the exported tokenizer.json (hf.save_tokenizer) names the same one as its unknown token."""
+        return ' ' if ' ' in self.meta['stoi'] else self.meta['itos'][0]
+
+    def unknown_chars(self, text):
+        """The distinct characters of text this vocabulary lacks, in order of appearance ('' for GPT-2 BPE)."""
+        return '' if self.encoding is not None else ''.join(dict.fromkeys(c for c in text if c not in self.meta['stoi']))
+
+    def encode(self, text, strict=False):
+        """Token ids of text. A character vocabulary encodes a character it lacks as unknown_char (as the exported
+        tokenizer does), or with strict raises a UserError (for text that must stay exact: training data, tasks)."""
         if self.encoding is not None:
             return self.encoding.encode_ordinary(text)
         stoi = self.meta['stoi']
-        try:
-            return [stoi[c] for c in text]
-        except KeyError as e:
-            raise UserError(f"character {e.args[0]!r} is not in this {self.vocab_size}-character vocabulary") from None
+        unknown = self.unknown_chars(text)
+        if unknown and strict:
+            raise UserError(f"character {unknown[0]!r} is not in this {self.vocab_size}-character vocabulary")
+        unk = stoi[self.unknown_char]
+        return [stoi.get(c, unk) for c in text]
 
     def decode(self, ids):
         ids = [int(i) for i in ids]  # lists, numpy arrays and tensors alike

@@ -331,7 +331,7 @@ while True:
         scores = {}
         if eval_hellaswag:  # every rank scores its share of the examples
             hs = score_choices(raw_model, hellaswag, batch_size=batch_size, ctx=ctx, device=device, rank=rank,
-                               world_size=world_size)
+                               world_size=world_size, vocab_size=data_tokenizer.vocab_size)
             scores = {'hellaswag_acc': hs['acc'], 'hellaswag_acc_norm': hs['acc_norm']}
             if master_process:
                 print(f"step {iter_num}: hellaswag acc_norm {hs['acc_norm']:.4f} on {hs['examples']:,} examples")

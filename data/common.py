@@ -177,7 +177,7 @@ def encode_documents(tok, docs):
         for i, doc in enumerate(docs):
             if i and tok.eot_token is not None:
                 ids.append(tok.eot_token)
-            ids.extend(tok.encode(doc))
+            ids.extend(tok.encode(doc, strict=True))
             bar.update(len(doc))
     return np.array(ids, dtype=np.uint16)
 

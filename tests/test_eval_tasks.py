@@ -160,6 +160,9 @@ def test_bad_input_is_one_line(sort_run, tmp_path):
     good = json.dumps({'context': '\n012=', 'endings': ['012\n', '120\n'], 'label': 0})
     (tmp_path / 'malformed.jsonl').write_text(good + '\n{"context": "\\n01=", "endings": [\n')
     assert_one_line_error(score(tmp_path / 'malformed.jsonl'), 'malformed.jsonl:2', 'not a JSON object')
+    # HellaSwag's own file, not converted: the line says which script converts it
+    assert_one_line_error(score(FIXTURE), 'hellaswag_tiny.jsonl:1: missing or mistyped field(s) context',
+                          f'`python data/hellaswag/prepare.py --input={FIXTURE}`')
     # the other checks, in this process: each a UserError, which every script prints as that one line
     tok = Tokenizer.from_meta(sort_run[0] / 'meta.pkl')
     cases = {

@@ -1,14 +1,18 @@
 """export.py and self-contained checkpoints: a trained char model and a GPT-2-BPE model go out as Hugging Face
 directories that transformers' Auto* classes load and that generate and tokenize exactly as this repo does,
 and come back in through init_from; a lone ckpt.pt samples and exports; bad input is one line."""
+import glob
+import json
 import os
+import shlex
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, assert_one_line_error, run_script
+from conftest import REPO, assert_one_line_error, run_script, script_env
 from tokenizer import Tokenizer, for_dataset
 
 transformers = pytest.importorskip('transformers')
@@ -192,3 +196,73 @@ def test_resume_refuses_a_dataset_whose_vocabulary_changed(tmp_path):
                       '--max_iters=8', '--lr_decay_iters=8', '--eval_interval=4', check=False)
     assert_one_line_error(proc, 'was trained with', 'would mean other text')
     assert (out / 'ckpt.pt').read_bytes() == before  # the checkpoint is untouched
+
+
+def test_char_export_reads_an_unknown_character_as_tokenizer_py_and_sample_py_do(char_ckpt, exported):
+    # 'é' is not among tiny Shakespeare's 65 characters: all three read it as a space (the vocabulary's unknown_char)
+    tok = Tokenizer.from_state(torch.load(char_ckpt / 'ckpt.pt', weights_only=True)['tokenizer'])
+    hf_tok = transformers.AutoTokenizer.from_pretrained(exported['char'])
+    assert tok.unknown_char == ' ' and tok.encode('café!') == tok.encode('caf !') == hf_tok('café!').input_ids
+    proc = run_script('sample.py', f'--out_dir={char_ckpt}', '--start=café', '--temperature=0', '--num_samples=1',
+                      '--max_new_tokens=30', '--device=cpu', '--dtype=float32')
+    assert "note: 'é' of the prompt not in the model's 65-character vocabulary, read as ' '" in proc.stderr
+    pipe = transformers.pipeline('text-generation', model=str(exported['char']))
+    assert samples(proc.stdout) == [pipe('café', max_new_tokens=30, do_sample=False)[0]['generated_text']]
+    with pytest.raises(Exception, match='not in this 65-character vocabulary'):  # text that must stay exact
+        tok.encode('café', strict=True)
+
+
+# lm-evaluation-harness on a local multiple-choice task, exactly as the README prints it (a test requirement:
+# requirements-test.txt); the task file is eval_tasks.py's format, so the two score the same examples
+README_LM_EVAL = ('lm_eval --model hf --model_args pretrained=hf-shakespeare-char --tasks my_choices '
+                  '--include_path my_tasks --output_path lm-eval-results --log_samples')
+README_TASK_YAML = """task: my_choices
+dataset_path: json
+dataset_kwargs: {data_files: {validation: my_tasks/my_choices.jsonl}}
+validation_split: validation
+output_type: multiple_choice
+doc_to_text: '{{context}}'
+doc_to_choice: '{{endings}}'
+doc_to_target: '{{label}}'
+target_delimiter: ''
+metric_list: [{metric: acc}, {metric: acc_norm}]
+"""
+
+
+def shakespeare_choices(n=8):
+    """n examples from tiny Shakespeare's lines: a line's start, its own rest or another line's. Each ending starts
+    with a space, so GPT-2 BPE splits context + ending where the two meet (as lm-eval's tokenization assumes)."""
+    text = open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8').read()
+    lines = [l for l in text.splitlines() if 30 <= len(l) <= 50 and l.count(' ') >= 4][:4 * n]
+    cut = lambda l: l.rindex(' ', 0, len(l) // 2 + 1)
+    return [{'context': lines[i][:cut(lines[i])],
+             'endings': [lines[i][cut(lines[i]):], lines[i + 1][cut(lines[i + 1]):]][::1 - 2 * (i % 2)],
+             'label': i % 2} for i in range(0, 2 * n, 2)]
+
+
+@pytest.mark.parametrize('kind', ['char', 'bpe'])
+def test_lm_eval_scores_an_export_as_eval_tasks_does(kind, char_ckpt, bpe_ckpt, exported, tmp_path):
+    import eval_tasks
+    from checkpoint import load_model, tokenizer_for
+    assert README_LM_EVAL in open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
+    assert README_TASK_YAML in open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
+    (tmp_path / 'my_tasks').mkdir()
+    (tmp_path / 'my_tasks' / 'my_choices.yaml').write_text(README_TASK_YAML)
+    examples = shakespeare_choices()
+    (tmp_path / 'my_tasks' / 'my_choices.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in examples))
+    os.symlink(exported[kind], tmp_path / 'hf-shakespeare-char')  # the README's name, for either export
+    env = script_env({'HF_DATASETS_OFFLINE': '1', 'HF_DATASETS_CACHE': str(tmp_path / 'datasets-cache')})
+    proc = subprocess.run(shlex.split(README_LM_EVAL), cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '|my_choices|' in proc.stdout.replace(' ', '')
+    [samples_file] = glob.glob(str(tmp_path / 'lm-eval-results' / '*' / 'samples_my_choices_*.jsonl'))
+    theirs = sorted((json.loads(l) for l in open(samples_file)), key=lambda r: r['doc_id'])
+    assert [r['doc'] for r in theirs] == examples
+    model, ckpt = load_model('resume', str(char_ckpt if kind == 'char' else bpe_ckpt))
+    ours = eval_tasks.read_choices(str(tmp_path / 'my_tasks' / 'my_choices.jsonl'), tokenizer_for(ckpt), block_size=64)
+    with torch.no_grad():
+        ours = eval_tasks.ending_logprobs(model.eval(), ours, 'cpu', tokenizer_for(ckpt).vocab_size)  # (endings, 2)
+    for r, o in zip(theirs, ours):
+        got = [float(loglik) for loglik, _ in r['filtered_resps']]
+        assert max(abs(g - w) for g, w in zip(got, o[:, 0].tolist())) < 1e-4, (got, o)

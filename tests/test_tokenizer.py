@@ -147,8 +147,11 @@ def test_char_vocabulary(shakespeare):
         tok.decode([3, 65])
     with pytest.raises(UserError, match='out of range'):
         tok.decode([-1])
+    assert tok.encode('a€b') == tok.encode('a b')  # a character it lacks reads as a space (the export's unk)
     with pytest.raises(UserError, match='not in this 65-character vocabulary'):
-        tok.encode('€')
+        tok.encode('€', strict=True)
+    no_space = Tokenizer.char_from_text('ba')
+    assert no_space.unknown_char == 'a' and no_space.encode('b?') == [1, 0]
 
 
 def test_from_meta_and_for_dataset(tmp_path, monkeypatch):

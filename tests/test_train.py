@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pytest
@@ -184,6 +185,74 @@ def test_eval_only_matches_transformers_on_a_local_hf_dir(shakespeare_char, tmp_
         assert abs(reported[f'{split}_loss'] - expected) < 1e-4, (split, reported, expected)
 
 
+# nanoGPT's model, as far as loading a checkpoint goes (karpathy/nanoGPT's model.py, written here from its
+# signatures): its GPTConfig takes exactly these seven fields, and its GPT has these parameter names and shapes.
+@dataclass
+class NanoGPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+
+
+class NanoGPTLayerNorm(torch.nn.Module):  # nanoGPT's own LayerNorm: a weight, and a bias only with bias=True
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(ndim))
+        self.bias = torch.nn.Parameter(torch.zeros(ndim)) if bias else None
+
+
+def nanogpt_model(config):
+    """An nn.Module with nanoGPT's GPT(config)'s state_dict keys and shapes (flash attention: no mask buffer)."""
+    nn, C = torch.nn, config.n_embd
+    block = lambda: nn.ModuleDict(dict(
+        ln_1=NanoGPTLayerNorm(C, config.bias),
+        attn=nn.ModuleDict(dict(c_attn=nn.Linear(C, 3 * C, bias=config.bias), c_proj=nn.Linear(C, C, bias=config.bias))),
+        ln_2=NanoGPTLayerNorm(C, config.bias),
+        mlp=nn.ModuleDict(dict(c_fc=nn.Linear(C, 4 * C, bias=config.bias), c_proj=nn.Linear(4 * C, C, bias=config.bias)))))
+    model = nn.Module()
+    model.transformer = nn.ModuleDict(dict(wte=nn.Embedding(config.vocab_size, C), wpe=nn.Embedding(config.block_size, C),
+                                           h=nn.ModuleList([block() for _ in range(config.n_layer)]),
+                                           ln_f=NanoGPTLayerNorm(C, config.bias)))
+    model.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+    model.transformer.wte.weight = model.lm_head.weight
+    return model
+
+
+def assert_nanogpt_loads(path):
+    """What nanoGPT's sample.py and train.py --init_from=resume do with a ckpt.pt: torch.load (weights_only, torch's
+    default since 2.6), GPTConfig(**model_args), strip '_orig_mod.', load_state_dict (strict), and for a resume its
+    two AdamW groups (decayed 2-D tensors, then the rest) take the saved optimizer state."""
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    model = nanogpt_model(NanoGPTConfig(**ckpt['model_args']))  # a TypeError on any key nanoGPT does not know
+    model.load_state_dict({k.removeprefix('_orig_mod.'): v for k, v in ckpt['model'].items()})
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW([{'params': [p for p in params if p.dim() >= 2], 'weight_decay': 0.1},
+                                   {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}])
+    optimizer.load_state_dict(ckpt['optimizer'])
+    return ckpt
+
+
+def test_gpt2_recipe_checkpoint_loads_in_nanogpt_and_a_modern_one_here(shakespeare_char, tmp_path):
+    # nanoGPT's own default is bias=False; GPT-2's recipe otherwise
+    train(tmp_path / 'gpt2', '--max_iters=2', '--eval_interval=2', '--bias=False')
+    ckpt = assert_nanogpt_loads(tmp_path / 'gpt2' / 'ckpt.pt')
+    assert set(ckpt['model_args']) == {f.name for f in fields(NanoGPTConfig)}
+    # a modern-recipe checkpoint names the switches that differ from GPT-2 (rotary_base is at its default) and
+    # samples here
+    train(tmp_path / 'modern', '--max_iters=2', '--eval_interval=2', *MODERN)
+    args = load_checkpoint(str(tmp_path / 'modern' / 'ckpt.pt'))['model_args']
+    assert set(args) == {f.name for f in fields(NanoGPTConfig)} | {
+        'rotary', 'qk_norm', 'rmsnorm', 'relu_squared', 'tie_embeddings', 'logit_softcap', 'zero_init_proj',
+        'embedding_norm'}, args
+    proc = run_script('sample.py', f'--out_dir={tmp_path / "modern"}', '--num_samples=1', '--max_new_tokens=5',
+                      '--device=cpu', '--dtype=float32', '--compile=False')
+    assert proc.stdout.count('---------------') == 1
+
+
 def test_nanogpt_style_checkpoint_resumes(shakespeare_char, tmp_path):
     # a checkpoint as nanoGPT writes it after torch.compile: '_orig_mod.' keys, no scaler, tokenizer or command
     out = tmp_path / 'out'
@@ -194,6 +263,7 @@ def test_nanogpt_style_checkpoint_resumes(shakespeare_char, tmp_path):
     torch.save(ckpt, out / 'ckpt.pt')
     proc = train(out, '--max_iters=6', '--eval_interval=2', '--init_from=resume')
     assert 'step 6:' in proc.stdout
+    assert_nanogpt_loads(out / 'ckpt.pt')  # and nanoGPT can take it back
     ckpt = torch.load(out / 'ckpt.pt', weights_only=True)  # and sample.py reads the nanoGPT-style file too
     ckpt['model'] = {'_orig_mod.' + k: v for k, v in ckpt['model'].items()}
     torch.save(ckpt, out / 'ckpt.pt')
