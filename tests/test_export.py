@@ -233,8 +233,8 @@ def shakespeare_choices(n=8):
     """n examples from tiny Shakespeare's lines: a line's start, its own rest or another line's. Each ending starts
     with a space, so GPT-2 BPE splits context + ending where the two meet (as lm-eval's tokenization assumes)."""
     text = open(os.path.join(REPO, 'data', 'shakespeare_char', 'input.txt'), encoding='utf-8').read()
-    lines = [l for l in text.splitlines() if 30 <= len(l) <= 50 and l.count(' ') >= 4][:4 * n]
-    cut = lambda l: l.rindex(' ', 0, len(l) // 2 + 1)
+    lines = [line for line in text.splitlines() if 30 <= len(line) <= 50 and line.count(' ') >= 4][:4 * n]
+    cut = lambda line: line.rindex(' ', 0, len(line) // 2 + 1)
     return [{'context': lines[i][:cut(lines[i])],
              'endings': [lines[i][cut(lines[i]):], lines[i + 1][cut(lines[i + 1]):]][::1 - 2 * (i % 2)],
              'label': i % 2} for i in range(0, 2 * n, 2)]
@@ -257,7 +257,7 @@ def test_lm_eval_scores_an_export_as_eval_tasks_does(kind, char_ckpt, bpe_ckpt, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '|my_choices|' in proc.stdout.replace(' ', '')
     [samples_file] = glob.glob(str(tmp_path / 'lm-eval-results' / '*' / 'samples_my_choices_*.jsonl'))
-    theirs = sorted((json.loads(l) for l in open(samples_file)), key=lambda r: r['doc_id'])
+    theirs = sorted((json.loads(line) for line in open(samples_file)), key=lambda r: r['doc_id'])
     assert [r['doc'] for r in theirs] == examples
     model, ckpt = load_model('resume', str(char_ckpt if kind == 'char' else bpe_ckpt))
     ours = eval_tasks.read_choices(str(tmp_path / 'my_tasks' / 'my_choices.jsonl'), tokenizer_for(ckpt), block_size=64)

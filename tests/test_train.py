@@ -207,14 +207,15 @@ class NanoGPTLayerNorm(torch.nn.Module):  # nanoGPT's own LayerNorm: a weight, a
 
 def nanogpt_model(config):
     """An nn.Module with nanoGPT's GPT(config)'s state_dict keys and shapes (flash attention: no mask buffer)."""
-    nn, C = torch.nn, config.n_embd
+    nn, C, bias = torch.nn, config.n_embd, config.bias
     block = lambda: nn.ModuleDict(dict(
-        ln_1=NanoGPTLayerNorm(C, config.bias),
-        attn=nn.ModuleDict(dict(c_attn=nn.Linear(C, 3 * C, bias=config.bias), c_proj=nn.Linear(C, C, bias=config.bias))),
-        ln_2=NanoGPTLayerNorm(C, config.bias),
-        mlp=nn.ModuleDict(dict(c_fc=nn.Linear(C, 4 * C, bias=config.bias), c_proj=nn.Linear(4 * C, C, bias=config.bias)))))
+        ln_1=NanoGPTLayerNorm(C, bias),
+        attn=nn.ModuleDict(dict(c_attn=nn.Linear(C, 3 * C, bias=bias), c_proj=nn.Linear(C, C, bias=bias))),
+        ln_2=NanoGPTLayerNorm(C, bias),
+        mlp=nn.ModuleDict(dict(c_fc=nn.Linear(C, 4 * C, bias=bias), c_proj=nn.Linear(4 * C, C, bias=bias)))))
     model = nn.Module()
-    model.transformer = nn.ModuleDict(dict(wte=nn.Embedding(config.vocab_size, C), wpe=nn.Embedding(config.block_size, C),
+    model.transformer = nn.ModuleDict(dict(wte=nn.Embedding(config.vocab_size, C),
+                                           wpe=nn.Embedding(config.block_size, C),
                                            h=nn.ModuleList([block() for _ in range(config.n_layer)]),
                                            ln_f=NanoGPTLayerNorm(C, config.bias)))
     model.lm_head = nn.Linear(C, config.vocab_size, bias=False)
