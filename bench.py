@@ -162,10 +162,12 @@ def bench_train(model, peak, ctx, device, device_type):
     else:
         batches = synthetic_batches(device)
 
+    masked = real_data and dataloader.has_answer_masks(dataloader.check_dataset(dataset, block_size))
+
     def step():
         loss = loop.train_step(step_model, opt, batches, scaler=scaler, micro_steps=gradient_accumulation_steps,
                                ctx=ctx, grad_clip=grad_clip, lr=learning_rate,
-                               sync=parallelism if world_size > 1 else None)
+                               sync=parallelism if world_size > 1 else None, masked_targets=masked)
         loss.item()  # waits for the step, as train.py's logging does
 
     times = []

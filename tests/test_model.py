@@ -211,12 +211,50 @@ def test_targets_of_minus_one_are_ignored():
     targets = torch.randint(0, 1000, (2, 16))
     masked = targets.clone()
     masked[:, :8] = -1
-    logits, loss = model(idx, masked)
-    assert logits.shape == (16, 1000)  # only the positions whose targets count go through lm_head
     full, _ = model(idx, all_logits=True)
     expected = torch.nn.functional.cross_entropy(full[:, 8:].reshape(-1, 1000), targets[:, 8:].reshape(-1))
-    assert torch.allclose(loss, expected)
+    logits, loss = model(idx, masked, masked_targets=True)  # data with answer masks
+    assert logits.shape == (16, 1000)  # only the positions whose targets count go through lm_head
     torch.testing.assert_close(logits, full[:, 8:].reshape(-1, 1000))
+    torch.testing.assert_close(loss, expected)
+    logits, loss = model(idx, masked)  # the same loss without the compaction
+    assert logits.shape == (2, 16, 1000)
+    torch.testing.assert_close(loss, expected)
+
+
+class HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the ops that make the host wait for a tensor's values (on CUDA, for the GPU): .item(), bool(),
+    .all() read as a bool, boolean-mask indexing (nonzero sizes the output)."""
+    SYNCING = {'_local_scalar_dense', 'nonzero', 'masked_select', 'nonzero_static'}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        bool_index = name in ('index', 'index_put', 'index_put_') and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
+        if name in self.SYNCING or bool_index:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('recipe', [{}, dict(rotary=True, qk_norm=True, rmsnorm=True, relu_squared=True,
+                                             tie_embeddings=False, logit_softcap=15.0, embedding_norm=True)],
+                         ids=['gpt2', 'modern'])
+def test_the_training_forward_and_backward_never_wait_for_values(recipe):
+    """The forward + loss + backward of a training step reads no tensor's value on the host, so on a GPU eager
+    steps never stall the queue; only masked_targets=True (answer-masked data) compacts the positions, a sync."""
+    model = GPT(GPTConfig(**{**TINY, **recipe}))
+    idx, targets = torch.randint(0, 1000, (2, 16)), torch.randint(0, 1000, (2, 16))
+    with HostSyncs() as syncs:
+        _, loss = model(idx, targets)
+        loss.backward()
+    assert syncs.seen == []
+    with HostSyncs() as syncs:
+        model(idx, targets, masked_targets=True)
+    assert syncs.seen  # the counter sees the one sync the masked path does
 
 
 def test_crop_block_size_and_num_params():
