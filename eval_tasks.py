@@ -96,14 +96,20 @@ def ending_logprobs(model, examples, device):
 @torch.no_grad()
 def score_choices(model, examples, *, batch_size, ctx, device, rank=0, world_size=1):
     """{'examples', 'acc', 'acc_norm'} over the examples; ranks take every world_size-th example and all-reduce
-    the counts. The model is evaluated in eval mode and left in the mode it came in."""
+    the counts. Every rank runs the same number of forwards (one with fewer examples ends with a batch it does not
+    count), so a sharded model (FSDP, whose every forward gathers weights from all ranks) scores them too. The model
+    is evaluated in eval mode and left in the mode it came in."""
     counts = torch.zeros(3, dtype=torch.float64, device=device)  # examples, right by sum, right by mean
     mine = examples[rank::world_size]
+    batches = math.ceil(math.ceil(len(examples) / world_size) / batch_size)  # the most any rank has
     with eval_mode(model):
-        for i in range(0, len(mine), batch_size):
-            batch = mine[i:i + batch_size]
+        for b in range(batches):
+            batch = mine[b * batch_size:(b + 1) * batch_size]
+            counted = bool(batch)
             with ctx:
-                scores = ending_logprobs(model, batch, device)
+                scores = ending_logprobs(model, batch or examples[:1], device)
+            if not counted:
+                continue
             for (_, _, label), s in zip(batch, scores):
                 total, mean = s[:, 0], s[:, 0] / s[:, 1]
                 counts += torch.stack([torch.ones((), dtype=torch.float64, device=device),

@@ -276,3 +276,24 @@ def test_ddp_resume_with_dropout_is_exact(shakespeare_char, tmp_path):
     ddp(tmp_path / 'part', '--max_iters=4')
     ddp(tmp_path / 'part', '--max_iters=8', '--init_from=resume')
     assert_same_weights(tmp_path / 'full' / 'ckpt.pt', tmp_path / 'part' / 'ckpt.pt', atol=0.0)
+
+
+def test_the_gpt2_config_starts_with_only_openwebtext_prepared(tmp_path):
+    """config/train_gpt2.py asks for HellaSwag at each eval: on a machine with only OpenWebText-format data (uint16
+    GPT-2 tokens, no meta.pkl) it still trains, and says in one line how to get HellaSwag where it is missing."""
+    owt = tmp_path / 'owt'
+    owt.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ('train', 'val'):
+        rng.integers(0, 50257, size=4096, dtype=np.uint16).tofile(owt / f'{split}.bin')
+    out = run_script('train.py', 'config/train_gpt2.py', f'--dataset={owt}', f'--out_dir={tmp_path / "out"}',
+                     '--device=cpu', '--dtype=float32', '--compile=False', '--n_layer=1', '--n_head=2', '--n_embd=32',
+                     '--block_size=64', '--batch_size=2', '--gradient_accumulation_steps=1', '--max_iters=1',
+                     '--eval_iters=1', '--log_interval=1').stdout
+    assert 'iter 1: loss' in out
+    if os.path.isfile(os.path.join(REPO, 'data', 'hellaswag', 'val.jsonl')):  # this tree has it: it is scored
+        assert 'hellaswag acc_norm' in out
+    else:
+        notes = [line for line in out.splitlines() if 'HellaSwag' in line]
+        assert notes == ["HellaSwag is not scored: " + os.path.join(REPO, 'data', 'hellaswag', 'val.jsonl') +
+                         " not found (`python data/hellaswag/prepare.py` writes it)"], out
