@@ -454,10 +454,11 @@ class GPT(nn.Module):
             return adamw
         if optimizer != 'muon':
             raise ValueError(f"optimizer must be 'adamw' or 'muon', got {optimizer!r}")
-        from optim import Muon, MuonAdamW
+        from optim import Muon, MuonAdamW, replicas_over_ranks
         muon_params = [p for p in params if id(p) in matrices]
+        ranks = replicas_over_ranks()
         print(f"Muon for {len(muon_params)} block matrices, with {sum(p.numel() for p in muon_params):,} parameters, "
-              f"orthogonalized in {muon_dtype}")
+              f"orthogonalized in {muon_dtype}" + (f", each of {ranks} ranks its share" if ranks > 1 else ''))
         muon = Muon([{'params': muon_params, 'lr_ratio': muon_lr / learning_rate}], lr=muon_lr,
                     weight_decay=weight_decay, momentum=muon_momentum, nesterov=True, adjust_lr_fn='original',
                     ns_dtype=getattr(torch, muon_dtype))

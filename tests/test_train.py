@@ -103,6 +103,8 @@ def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path, monkeyp
     proc = subprocess.run(torchrun + ['--dataset=shakespeare_char', f'--out_dir={tmp_path / "ddp"}', *TINY, *common],
                           cwd=REPO, capture_output=True, text=True, timeout=600, env=script_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    if recipe:  # Muon's iteration is split over the ranks, its updates all-gathered (optim.Muon)
+        assert 'orthogonalized in float32, each of 2 ranks its share' in proc.stdout
     worst = assert_same_weights(tmp_path / 'single' / 'ckpt.pt', tmp_path / 'ddp' / 'ckpt.pt', atol=1e-5)
     print(f"DDP (2 ranks x 2 micro-steps) vs 1 process x 4 micro-steps: max abs weight diff {worst:.2e}")
     single, ddp = evals(tmp_path / 'single'), evals(tmp_path / 'ddp')
