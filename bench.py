@@ -152,7 +152,8 @@ def bench_train(model, peak, ctx, device, device_type):
     step_model = torch.compile(model) if compile else model
     if world_size > 1 and parallelism == 'ddp':
         step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=None if device_type != 'cuda'
-                                                               else [torch.cuda.current_device()])
+                                                               else [torch.cuda.current_device()],
+                                                               broadcast_buffers=False)  # as train.py
     if real_data:
         data_dir = dataloader.check_dataset(dataset, block_size)
         batches = dataloader.train_batches(data_dir, seed=seed, start_step=0, batch_size=batch_size,

@@ -315,3 +315,22 @@ def test_unsupported_gpt2_variant_is_a_clear_error(transformers, tmp_path):
     tiny_hf_dir(transformers, tmp_path, activation_function='relu')
     with pytest.raises(UserError, match="activation_function"):
         GPT.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize('rotary', [False, True], ids=['gpt2', 'rotary'])
+def test_buffers_are_constants_so_ddp_need_not_broadcast_them(rotary):
+    """train.py wraps DDP with broadcast_buffers=False: every buffer of the model (the rotary tables) is a constant
+    that training steps never change, built alike on every rank."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY, rotary=rotary, dropout=0.1))
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    assert bool(before) == rotary
+    opt = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu')
+    for _ in range(2):
+        _, loss = model(torch.randint(0, 1000, (2, 16)), torch.randint(0, 1000, (2, 16)))
+        loss.backward()
+        opt.step()
+    for name, b in model.named_buffers():
+        assert torch.equal(b, before[name]), name
+    torch.manual_seed(1)  # another rank's seed would not change them either
+    assert all(torch.equal(b, before[n]) for n, b in GPT(GPTConfig(**TINY, rotary=rotary)).named_buffers())
