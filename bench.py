@@ -180,11 +180,11 @@ def bench_train(model, peak, ctx, device, device_type):
             times.append(time.perf_counter() - t0)
     dt = statistics.median(times)
     tokens_per_iter = batch_size * gradient_accumulation_steps * block_size
-    mfu = model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak)
+    mfu = peak.mfu(model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, 1.0))  # FLOP/s over the peak
     print(f"train: {dt * 1e3:.2f} ms/iter (median of {num_steps} steps after {warmup_steps} warm-up; "
           f"min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f})")
     print(f"train: {tokens_per_iter / dt:,.0f} tokens/s ({tokens_per_iter:,} tokens/iter)")
-    print(f"train: MFU {mfu * 100:.2f}% ({mfu * peak / 1e9:.1f} of {peak / 1e9:.1f} GFLOP/s)")
+    print(f"train: MFU {mfu * 100:.2f}% ({mfu * peak.flops / 1e9:.1f} of {peak.flops / 1e9:.1f} GFLOP/s)")
     memory, what = peak_memory(device_type)
     print(f"train: peak memory {memory / 2**20:,.0f} MiB ({what}; activation_checkpointing={activation_checkpointing})")
     if world_size > 1:  # every process's own figure: what each GPU (or CPU process) has to hold
@@ -451,8 +451,8 @@ if __name__ == '__main__':
     print(f"{device}, {dtype}, compile={compile}, {'real' if real_data else 'synthetic'} data, "
           f"{model.get_num_params() / 1e6:.2f}M params, {torch.get_num_threads()} threads; {load_note()}")
     if mode in ('train', 'all'):
-        peak, source = hardware.peak_flops(device_type, dtype, device, max_n=peak_matmul_size, max_reps=peak_repeats)
-        print(f"peak: {peak / 1e12:.3f} TFLOP/s ({source})")
+        peak = hardware.peak_flops(device_type, dtype, device, max_n=peak_matmul_size, max_reps=peak_repeats)
+        print(f"peak: {peak.flops / 1e12:.3f} TFLOP/s ({peak.source})")
         bench_train(model, peak, ctx, device, device_type)
     if mode in ('generate', 'all'):
         bench_generate(model, ctx, device, device_type)
