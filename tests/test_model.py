@@ -334,3 +334,28 @@ def test_buffers_are_constants_so_ddp_need_not_broadcast_them(rotary):
         assert torch.equal(b, before[name]), name
     torch.manual_seed(1)  # another rank's seed would not change them either
     assert all(torch.equal(b, before[n]) for n, b in GPT(GPTConfig(**TINY, rotary=rotary)).named_buffers())
+
+
+MODERN_RECIPE = dict(rotary=True, qk_norm=True, rmsnorm=True, relu_squared=True, tie_embeddings=False,
+                     logit_softcap=15.0, zero_init_proj=True, embedding_norm=True)  # config/*_modern.py's switches
+
+
+@pytest.mark.parametrize('recipe', [{}, MODERN_RECIPE], ids=['gpt2', 'modern'])
+@pytest.mark.parametrize('shape', ['tiny_checkpointed', '124M_meta'])
+def test_the_compiled_training_forward_has_no_graph_breaks(recipe, shape):
+    """torch.compile traces the training forward + loss as one graph (torch._dynamo.explain: a break would cut it in
+    two and run the gap eagerly): at a tiny shape with activation checkpointing, and at GPT-2 124M's shape on the
+    meta device (no memory, no compute)."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    if shape == '124M_meta':
+        with torch.device('meta'):
+            model = GPT(GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768, **recipe))
+            idx, targets = torch.zeros(1, 1024, dtype=torch.long), torch.zeros(1, 1024, dtype=torch.long)
+    else:
+        model = GPT(GPTConfig(**TINY, **recipe))
+        model.activation_checkpointing = True
+        idx, targets = torch.randint(0, 1000, (2, 32)), torch.randint(0, 1000, (2, 32))
+    explained = torch._dynamo.explain(model)(idx, targets)
+    assert explained.graph_break_count == 0, [str(reason.reason) for reason in explained.break_reasons]
+    assert explained.graph_count == 1
