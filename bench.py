@@ -169,16 +169,18 @@ def bench_train(model, peak, ctx, device, device_type):
         loss = loop.train_step(step_model, opt, batches, scaler=scaler, micro_steps=gradient_accumulation_steps,
                                ctx=ctx, grad_clip=grad_clip, lr=learning_rate,
                                sync=parallelism if world_size > 1 else None, masked_targets=masked)
-        loss.item()  # waits for the step, as train.py's logging does
+        return loss.item()  # waits for the step, as train.py's logging does
 
-    times = []
+    times, losses = [], []
     for i in range(warmup_steps + num_steps):
         t0 = time.perf_counter()
-        step()
+        losses.append(step())
         sync(device_type)
-        if i >= warmup_steps:
-            times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
+    first, times = times[0], times[warmup_steps:]
     dt = statistics.median(times)
+    print(f"train: first step {first:.2f} s (compile={compile}: compilation, allocator and caches warming up); loss "
+          f"{losses[0]:.4f} at the first step, {losses[-1]:.4f} at the last")
     tokens_per_iter = batch_size * gradient_accumulation_steps * block_size
     mfu = peak.mfu(model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, 1.0))  # FLOP/s over the peak
     print(f"train: {dt * 1e3:.2f} ms/iter (median of {num_steps} steps after {warmup_steps} warm-up; "
