@@ -29,7 +29,8 @@ from configurator import REPO_DIR, UserError, configure
 device = 'cuda'  # 'cuda': the checks at GPT-2 124M's shape on this machine's GPUs; 'cpu': a tiny dry run
 report = ''  # also write the rows as JSON to this file
 work_dir = ''  # where the runs, data and exports go; '' = a temporary directory, removed at the end
-budget_s = 420  # checks that would start after this many seconds are skipped (each has its own time limit too)
+budget_s = 330  # checks that would start after this many seconds are skipped (each has its own time limit too)
+only = ''  # run only the checks whose name contains this text (e.g. --only=torchrun for a second run); '' = all
 # the 'hf_parity' check's own process (python gpu_check.py --part=hf_parity ...): our logits against transformers'
 part = ''
 out_dir = ''
@@ -141,8 +142,8 @@ def fifty_steps_and_resume(check):
     return True
 
 
-def distributed(check, parallelism, checkpointing):
-    """torchrun over every GPU, 20 steps: tokens/s and memory; then its ckpt.pt loads in one process."""
+def distributed(check, parallelism, checkpointing, sample):
+    """torchrun over every GPU, 20 steps: tokens/s and memory; then (sample) its ckpt.pt loads in one process."""
     prepare_data(check)
     run_dir = f'{WORK}/{parallelism}-ac{int(checkpointing)}'
     out = check.run('train.py', *TRAIN, f'--out_dir={run_dir}', f'--max_iters={DIST_ITERS}',
@@ -152,12 +153,13 @@ def distributed(check, parallelism, checkpointing):
     done = re.search(r'^done: .*$', out, re.M)
     if not done:
         raise Failed("no 'done:' line")
-    check.run('sample.py', f'--out_dir={run_dir}', '--num_samples=1', '--max_new_tokens=16', f'--device={device}',
-              timeout=T['sample'])
+    if sample:
+        check.run('sample.py', f'--out_dir={run_dir}', '--num_samples=1', '--max_new_tokens=16', f'--device={device}',
+                  timeout=T['sample'])
     memory = re.search(r'peak memory ([\d,]+ MiB)', done[0])
     tokens = number(r'([\d,]+) tokens/s', done[0])
     check.figure = (f"{tokens:,.0f} tok/s over {NPROC} process(es)" + (f", {memory[1]} on rank 0" if memory else '')
-                    + "; ckpt.pt sampled by sample.py")
+                    + ("; ckpt.pt sampled by sample.py" if sample else ''))
     return True
 
 
@@ -233,29 +235,29 @@ def hf_parity():
 # -----------------------------------------------------------------------------
 
 def header():
+    """(lines naming the machine and software, the number of CUDA GPUs)."""
     import torch
+
+    import hardware
+    names, driver = hardware.cuda_gpus()
     lines = [f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
              f"CUDA {torch.version.cuda}"]
-    if torch.cuda.is_available():
-        names = {torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}
-        smi = shutil.which('nvidia-smi')
-        driver = subprocess.run([smi, '--query-gpu=driver_version', '--format=csv,noheader'], capture_output=True,
-                                text=True).stdout.split('\n')[0] if smi else 'unknown'
-        lines.append(f"{torch.cuda.device_count()} x {', '.join(sorted(names))}, driver {driver}")
-    return lines, torch.cuda.is_available(), torch.cuda.device_count()
+    if names:
+        lines.append(f"{len(names)} x {', '.join(sorted(set(names)))}, driver {driver}")
+    return lines, len(names)
 
 
 def main():
     global MODEL, STEPS, TRAIN, WORK, ITERS, DIST_ITERS, NPROC, GEN_TOKENS, RESUME_TOLERANCE, T
     if device not in ('cuda', 'cpu'):
         raise UserError(f"device must be 'cuda' (the check) or 'cpu' (its dry run), got '{device}'")
-    lines, has_cuda, gpus = header()
+    lines, gpus = header()
     gpu = device == 'cuda'
     if gpu:  # GPT-2 124M
         MODEL = ['--n_layer=12', '--n_head=12', '--n_embd=768', '--block_size=1024']
         STEPS, ITERS, DIST_ITERS, NPROC, GEN_TOKENS = ['--warmup_steps=5', '--num_steps=20'], 50, 20, gpus, 500
         RESUME_TOLERANCE, precision, batch = 2e-2, ['--dtype=bfloat16'], 8  # bf16's rounding; printed to 4 decimals
-        T = {'bench': 180, 'train': 120, 'torchrun': 150, 'sample': 90}
+        T = {'bench': 150, 'train': 90, 'torchrun': 120, 'sample': 60}
     else:  # the dry run: a tiny model, every check in seconds
         MODEL = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32']
         STEPS, ITERS, DIST_ITERS, NPROC, GEN_TOKENS = ['--warmup_steps=1', '--num_steps=2'], 8, 6, 1, 25
@@ -270,31 +272,36 @@ def main():
              '--always_save_checkpoint=True']
     mb = (16, 32, 64) if gpu else (2,)
     half = 'bfloat16' if gpu else 'float32'
-    checks = [(f"train step, micro-batch {mb[0]}, compile={gpu}", "MFU >= 45%", lambda c: train_step(c, mb[0], gpu, half)),
-              ("train step, compile=False", "runs, loss falls", lambda c: train_step(c, mb[0], False, half)),
-              ("train step, float16 + GradScaler", "runs, loss falls", lambda c: train_step(c, mb[0], False, 'float16')),
-              (f"{ITERS} steps, ckpt.pt, resume", f"loss falls; resumed = uninterrupted within {RESUME_TOLERANCE:g}",
-               fifty_steps_and_resume)]
+    compiled = [(f"train step, micro-batch {m}, compile={gpu}", "MFU >= 45%", lambda c, m=m: train_step(c, m, gpu, half))
+                for m in mb]
+    # the most telling first: past budget_s the rest are skipped, and --only reruns them
+    checks = compiled[:2] + [
+        ("train step, compile=False", "runs, loss falls", lambda c: train_step(c, mb[0], False, half)),
+        ("train step, float16 + GradScaler", "runs, loss falls", lambda c: train_step(c, mb[0], False, 'float16')),
+        (f"{ITERS} steps, ckpt.pt, resume", f"loss falls; resumed = uninterrupted within {RESUME_TOLERANCE:g}",
+         fifty_steps_and_resume),
+        ("generation, KV cache", "cached >= 5x uncached", generation),
+        ("greedy text, cached vs uncached", "the same text", greedy_text),
+        ("export vs transformers' logits", "<= 1e-4 float32, <= 1e-3 bf16", export_parity),
+        ("eval_tasks.py multiple choice", "runs (examples/s)", eval_throughput)]
     for parallelism, ac in (('ddp', False), ('fsdp', True), ('ddp', True), ('fsdp', False)):
+        loads = ac == (parallelism == 'fsdp')  # sample.py loads one ckpt.pt of each parallelism
         checks.append((f"torchrun {parallelism}{', activation ckpt' if ac else ''}",
-                       f"{DIST_ITERS} steps; ckpt.pt loads in one process",
-                       lambda c, p=parallelism, a=ac: distributed(c, p, a)))
-    checks += [("generation, KV cache", "cached >= 5x uncached", generation),
-               ("greedy text, cached vs uncached", "the same text", greedy_text),
-               ("export vs transformers' logits", "<= 1e-4 float32, <= 1e-3 bf16", export_parity),
-               ("eval_tasks.py multiple choice", "runs (examples/s)", eval_throughput)]
-    checks += [(f"train step, micro-batch {m}, compiled", "MFU >= 45%", lambda c, m=m: train_step(c, m, True, half))
-               for m in mb[1:]]
+                       f"{DIST_ITERS} steps" + ("; ckpt.pt loads in one process" if loads else ''),
+                       lambda c, p=parallelism, a=ac, s=loads: distributed(c, p, a, s)))
+    checks += compiled[2:]
     # the dry run keeps every kind of command but one of each torchrun pair: CPU processes start slowly
     dry_skip = {'torchrun ddp, activation ckpt', 'torchrun fsdp'}
 
     rows, start = [], time.time()
     for name, target, fn in checks:
         check = Check(name, target)
-        if gpu and not has_cuda:
+        if gpu and not gpus:
             status = 'skipped: no CUDA'
         elif not gpu and name in dry_skip:
             status = 'skipped: the cpu dry run runs torchrun ddp, and fsdp with activation checkpointing'
+        elif only and only not in name:
+            status = f'skipped: --only={only}'
         elif time.time() - start > budget_s:
             status = f'skipped: past the {budget_s} s budget'
         else:

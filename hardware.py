@@ -17,6 +17,8 @@ can show (and the tests check) what every capability-dependent path does on the 
 import functools
 import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -121,6 +123,18 @@ def resolve_dtype(dtype, device_type, capabilities=None):
 def cuda_has_native_bf16():
     """bf16 tensor cores (Ampere on): torch's default check also counts GPUs that only emulate bf16 (V100, T4)."""
     return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def cuda_gpus():
+    """(the names of this machine's CUDA GPUs, the NVIDIA driver's version or None): what a report of a GPU run
+    states beside its figures (gpu_check.py)."""
+    if not torch.cuda.is_available():
+        return [], None
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    smi = shutil.which('nvidia-smi')
+    query = [smi, '--query-gpu=driver_version', '--format=csv,noheader'] if smi else None
+    driver = subprocess.run(query, capture_output=True, text=True).stdout.split('\n')[0] if query else None
+    return names, driver
 
 
 def muon_dtype(dtype, device_type):
