@@ -279,8 +279,8 @@ def peak_flops(device_type, dtype, device=None, max_n=2048, max_reps=8):
     """
     The Peak that train.py's and bench.py's MFU figures are measured against. A GPU in GPU_PEAK_FLOPS: its
     published dense figure, stated. Another GPU: back-to-back large matmuls at the run's dtype timed with CUDA
-    events (probe_peak_cuda). A CPU: matmuls measured here by probe_peak at the run's dtype, or at float32 on a CPU
-    that only emulates that dtype, the fastest the hardware does (an emulated peak would make every MFU look high);
+    events (probe_peak_cuda). A CPU: matmuls on one thread measured here by probe_peak at the run's dtype, times the
+    threads torch uses, or at float32 on a CPU that only emulates that dtype, the fastest the hardware does (an emulated peak would make every MFU look high);
     a measured peak is measured again whenever a step beats it (Peak.mfu).
     """
     if device_type == 'cuda':
@@ -298,8 +298,17 @@ def peak_flops(device_type, dtype, device=None, max_n=2048, max_reps=8):
         dtype, note = 'float32', f'; this CPU only emulates {dtype}, so its float32 peak'
 
     def measure():
-        flops, n, calls = probe_peak(matmul_timer(device or device_type, dtype), max_n=max_n, max_reps=max_reps)
-        return flops, f"measured: best of {calls} {n}x{n} {dtype} matmuls on {device or device_type}{note}"
+        # on one thread, times the threads torch uses: with several, every matmul waits for its slowest thread,
+        # and on a busy machine one of them is always descheduled (2 threads measured 0.3-1.7 GFLOP/s there,
+        # 1 thread 41-46: x2 is the peak, stable run to run)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            flops, n, calls = probe_peak(matmul_timer(device or device_type, dtype), max_n=max_n, max_reps=max_reps)
+        finally:
+            torch.set_num_threads(threads)
+        return flops * threads, (f"measured: best of {calls} {n}x{n} {dtype} matmuls on {device or device_type}, "
+                                 f"on one thread, times {threads} thread(s){note}")
     return Peak(*measure(), measure=measure)
 
 
@@ -341,20 +350,30 @@ def probe_peak(time_matmul, start_n=128, max_n=2048, call_s=0.01, budget_s=0.25,
     The best matmul rate time_matmul(n) -> seconds shows, in a bounded amount of work: n doubles from start_n
     until one call takes call_s or n reaches max_n (large enough to run at full speed on a fast device, small
     where the kernel is slow), then the best of up to max_reps more calls at that size, as many as fit in
-    budget_s (best, not mean: on a shared machine a call can only lose time to other jobs). At most
+    budget_s. The figure is the best rate of any call, at any size (best, not mean: on a shared machine a call can
+    only lose time to other jobs, and a small one is likelier to run whole between them). At most
     log2(max_n / start_n) + 2 + max_reps calls; under a second unless one start_n matmul alone takes longer.
-    Returns (FLOP/s, n, number of calls at n).
+    Returns (FLOP/s, the size that showed it, number of calls at the last size).
     """
+    best_rate, best_n = 0.0, start_n
+
+    def timed(n):  # seconds of one call; keeps the best rate any call showed, at any size
+        nonlocal best_rate, best_n
+        seconds = time_matmul(n)
+        if 2 * n ** 3 / max(seconds, 1e-12) >= best_rate:
+            best_rate, best_n = 2 * n ** 3 / max(seconds, 1e-12), n
+        return seconds
+
     n = start_n
     time_matmul(n)  # warm-up: the first call also starts the thread pool and the allocator
-    best = time_matmul(n)
+    best = timed(n)
     while best < call_s and n < max_n:
         n *= 2
-        best = time_matmul(n)
+        best = timed(n)
     reps = max(1, min(max_reps, int(budget_s / max(best, 1e-9))))
     for _ in range(reps):
-        best = min(best, time_matmul(n))
-    return 2 * n ** 3 / max(best, 1e-12), n, reps + 1
+        best = min(best, timed(n))
+    return best_rate, best_n, reps + 1
 
 
 def init_distributed(device, backend='auto'):
