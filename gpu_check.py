@@ -43,7 +43,7 @@ class Failed(Exception):
 
 
 class Skipped(Exception):
-    pass
+    """A check that cannot run here (out of GPU memory, or the run it reads failed): the row says why."""
 
 
 def shown(args):
@@ -59,14 +59,14 @@ class Check:
     def __init__(self, name, target):
         self.name, self.target, self.commands, self.figure = name, target, [], ''
 
-    def run(self, *args, timeout, torchrun=None, env=None):
+    def run(self, *args, timeout, torchrun=None):
         """python args... (or torchrun --nproc_per_node=torchrun ...) in the repo; its output, or Failed."""
         cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={torchrun}']
                if torchrun else [sys.executable]) + [str(a) for a in args]
         self.commands.append(shown(cmd))
         try:
             proc = subprocess.run(cmd, cwd=REPO_DIR, capture_output=True, text=True, timeout=timeout,
-                                  env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})})
+                                  env={**os.environ, 'PYTHONUNBUFFERED': '1'})
         except subprocess.TimeoutExpired:
             raise Failed(f"timed out after {timeout} s: {shown(cmd)}") from None
         out = proc.stdout + proc.stderr
