@@ -189,8 +189,8 @@ def this_ranks_device(device):
     anything asks CUDA a question: a query on the default device would open a context on GPU 0 in every process."""
     if device.startswith('cuda') and 'LOCAL_RANK' in os.environ and int(os.environ.get('RANK', -1)) != -1:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    if device.startswith('cuda') and torch.cuda.is_available():
-        torch.cuda.set_device(device)
+    if device.startswith('cuda:') and torch.cuda.is_available():  # plain 'cuda' is the current device already
+        torch.cuda.set_device(device)  # (and set_device refuses a device without an index)
     return device
 
 

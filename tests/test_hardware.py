@@ -205,6 +205,8 @@ class FakeCuda:
         monkeypatch.setenv('WORLD_SIZE', '2')
 
     def set_device(self, device):
+        if torch.device(device).index is None:  # as torch's: "Expected a torch.device with a specified index"
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
         self.current = torch.device(device).index
         self.calls.append(('set_device', self.current))
 
@@ -222,6 +224,17 @@ def test_each_rank_sets_its_gpu_before_asking_cuda_anything(monkeypatch):
     assert fake.calls[0] == ('set_device', 1)
     assert all(call[1] == 1 for call in fake.calls)
     assert ('is_bf16_supported on', 1, False) in fake.calls
+
+
+def test_one_process_on_the_default_gpu_sets_nothing(monkeypatch):
+    fake = FakeCuda(monkeypatch)
+    for variable in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'):
+        monkeypatch.delenv(variable)
+    assert hardware.setup('cuda', 'auto').device == 'cuda' and ('set_device', 0) not in fake.calls
+    assert hardware.setup('auto', 'auto').device == 'cuda'
+    fake.calls.clear()
+    assert hardware.setup('cuda:1', 'auto').device == 'cuda:1'
+    assert fake.calls[0] == ('set_device', 1) and all(call[1] == 1 for call in fake.calls)
 
 
 def test_tf32_is_set_through_the_current_api():
