@@ -249,6 +249,8 @@ def test_mask_file_turns_unmasked_targets_into_ignored(tmp_path):
             target_pos = start + t + 1
             assert x[row, t] == tokens[start + t]
             assert y[row, t] == (tokens[target_pos] if mask[target_pos] else -1)
+    assert dataloader.has_answer_masks(str(tmp_path))  # so the loss reads lm_head on the answers only
+    assert not dataloader.has_answer_masks(dataloader.dataset_dir('shakespeare_char'))
     mask[:50].tofile(tmp_path / 'val_mask.bin')  # a mask that does not fit its tokens is refused
     tokens.tofile(tmp_path / 'val.bin')
     with pytest.raises(UserError, match='val_mask.bin has 50 bytes'):
