@@ -152,7 +152,8 @@ def bench_train(model, peak, ctx, device, device_type):
     step_model = torch.compile(model) if compile else model
     if world_size > 1 and parallelism == 'ddp':
         step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=None if device_type != 'cuda'
-                                                               else [torch.cuda.current_device()])
+                                                               else [torch.cuda.current_device()],
+                                                               broadcast_buffers=False)  # as train.py
     if real_data:
         data_dir = dataloader.check_dataset(dataset, block_size)
         batches = dataloader.train_batches(data_dir, seed=seed, start_step=0, batch_size=batch_size,
@@ -162,26 +163,30 @@ def bench_train(model, peak, ctx, device, device_type):
     else:
         batches = synthetic_batches(device)
 
+    masked = real_data and dataloader.has_answer_masks(dataloader.check_dataset(dataset, block_size))
+
     def step():
         loss = loop.train_step(step_model, opt, batches, scaler=scaler, micro_steps=gradient_accumulation_steps,
                                ctx=ctx, grad_clip=grad_clip, lr=learning_rate,
-                               sync=parallelism if world_size > 1 else None)
-        loss.item()  # waits for the step, as train.py's logging does
+                               sync=parallelism if world_size > 1 else None, masked_targets=masked)
+        return loss.item()  # waits for the step, as train.py's logging does
 
-    times = []
+    times, losses = [], []
     for i in range(warmup_steps + num_steps):
         t0 = time.perf_counter()
-        step()
+        losses.append(step())
         sync(device_type)
-        if i >= warmup_steps:
-            times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
+    first, times = times[0], times[warmup_steps:]
     dt = statistics.median(times)
+    print(f"train: first step {first:.2f} s (compile={compile}: compilation, allocator and caches warming up); loss "
+          f"{losses[0]:.4f} at the first step, {losses[-1]:.4f} at the last")
     tokens_per_iter = batch_size * gradient_accumulation_steps * block_size
-    mfu = model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak)
+    mfu = peak.mfu(model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, 1.0))  # FLOP/s over the peak
     print(f"train: {dt * 1e3:.2f} ms/iter (median of {num_steps} steps after {warmup_steps} warm-up; "
           f"min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f})")
     print(f"train: {tokens_per_iter / dt:,.0f} tokens/s ({tokens_per_iter:,} tokens/iter)")
-    print(f"train: MFU {mfu * 100:.2f}% ({mfu * peak / 1e9:.1f} of {peak / 1e9:.1f} GFLOP/s)")
+    print(f"train: MFU {mfu * 100:.2f}% ({mfu * peak.flops / 1e9:.1f} of {peak.flops / 1e9:.1f} GFLOP/s)")
     memory, what = peak_memory(device_type)
     print(f"train: peak memory {memory / 2**20:,.0f} MiB ({what}; activation_checkpointing={activation_checkpointing})")
     if world_size > 1:  # every process's own figure: what each GPU (or CPU process) has to hold
@@ -448,8 +453,8 @@ if __name__ == '__main__':
     print(f"{device}, {dtype}, compile={compile}, {'real' if real_data else 'synthetic'} data, "
           f"{model.get_num_params() / 1e6:.2f}M params, {torch.get_num_threads()} threads; {load_note()}")
     if mode in ('train', 'all'):
-        peak, source = hardware.peak_flops(device_type, dtype, device, max_n=peak_matmul_size, max_reps=peak_repeats)
-        print(f"peak: {peak / 1e12:.3f} TFLOP/s ({source})")
+        peak = hardware.peak_flops(device_type, dtype, device, max_n=peak_matmul_size, max_reps=peak_repeats)
+        print(f"peak: {peak.flops / 1e12:.3f} TFLOP/s ({peak.source})")
         bench_train(model, peak, ctx, device, device_type)
     if mode in ('generate', 'all'):
         bench_generate(model, ctx, device, device_type)

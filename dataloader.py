@@ -52,6 +52,11 @@ def check_dataset(dataset, block_size):
     return data_dir
 
 
+def has_answer_masks(data_dir):
+    """Whether the dataset's targets hold -1s: a train_mask.bin beside train.bin (read_windows)."""
+    return os.path.exists(os.path.join(data_dir, 'train_mask.bin'))
+
+
 def window_offsets(seed, step, count, n_tokens, block_size, stream=()):
     """`count` window starts in [0, n_tokens - block_size), from a generator seeded by (seed, step)."""
     rng = np.random.default_rng([seed, *stream, step])

@@ -120,16 +120,22 @@ def ending_logprobs(model, examples, device, vocab_size=None):
 def score_choices(model, examples, *, batch_size, ctx, device, rank=0, world_size=1, vocab_size=None,
                   progress=False):
     """{'examples', 'acc', 'acc_norm'} over the examples; ranks take every world_size-th example and all-reduce
-    the counts. The model is evaluated in eval mode and left in the mode it came in. vocab_size: ending_logprobs'.
-    progress=True draws a bar of rank 0's examples on stderr when it is a terminal."""
+    the counts. Every rank runs the same number of forwards (one with fewer examples ends with a batch it does not
+    count), so a sharded model (FSDP, whose every forward gathers weights from all ranks) scores them too. The model
+    is evaluated in eval mode and left in the mode it came in. vocab_size: ending_logprobs'. progress=True draws a
+    bar of rank 0's examples on stderr when it is a terminal."""
     counts = torch.zeros(3, dtype=torch.float64, device=device)  # examples, right by sum, right by mean
     mine = examples[rank::world_size]
+    batches = math.ceil(math.ceil(len(examples) / world_size) / batch_size)  # the most any rank has
     bar = tqdm(total=len(mine), desc='scoring', unit='example', disable=bar_off(progress, rank))
     with eval_mode(model), bar:
-        for i in range(0, len(mine), batch_size):
-            batch = mine[i:i + batch_size]
+        for b in range(batches):
+            batch = mine[b * batch_size:(b + 1) * batch_size]
+            counted = bool(batch)
             with ctx:
-                scores = ending_logprobs(model, batch, device, vocab_size)
+                scores = ending_logprobs(model, batch or examples[:1], device, vocab_size)
+            if not counted:
+                continue
             for (_, _, label), s in zip(batch, scores):
                 total, mean = s[:, 0], s[:, 0] / s[:, 1]
                 counts += torch.stack([torch.ones((), dtype=torch.float64, device=device),

@@ -17,6 +17,8 @@ can show (and the tests check) what every capability-dependent path does on the 
 import functools
 import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -123,6 +125,18 @@ def cuda_has_native_bf16():
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
+def cuda_gpus():
+    """(the names of this machine's CUDA GPUs, the NVIDIA driver's version or None): what a report of a GPU run
+    states beside its figures (gpu_check.py)."""
+    if not torch.cuda.is_available():
+        return [], None
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    smi = shutil.which('nvidia-smi')
+    query = [smi, '--query-gpu=driver_version', '--format=csv,noheader'] if smi else None
+    driver = subprocess.run(query, capture_output=True, text=True).stdout.split('\n')[0] if query else None
+    return names, driver
+
+
 def muon_dtype(dtype, device_type):
     """
     The precision of Muon's Newton-Schulz iteration in a run at `dtype` (resolved): the run's own. A float32 run
@@ -170,56 +184,153 @@ class Setup:
     muon_dtype: str   # the precision of Muon's iteration (muon_dtype)
 
 
+def this_ranks_device(device):
+    """Under torchrun a CUDA device means this process's own GPU, cuda:<LOCAL_RANK>, made the current device before
+    anything asks CUDA a question: a query on the default device would open a context on GPU 0 in every process."""
+    if device.startswith('cuda') and 'LOCAL_RANK' in os.environ and int(os.environ.get('RANK', -1)) != -1:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if device.startswith('cuda:') and torch.cuda.is_available():  # plain 'cuda' is the current device already
+        torch.cuda.set_device(device)  # (and set_device refuses a device without an index)
+    return device
+
+
+def enable_tf32():
+    """float32 matmuls and convolutions on tensor cores (TF32), through the API torch >= 2.9 keeps (the legacy
+    allow_tf32 setters warn in every process, and mixing the two raises)."""
+    torch.backends.cuda.matmul.fp32_precision = 'tf32'
+    torch.backends.cudnn.conv.fp32_precision = 'tf32'
+
+
 def setup(device='auto', dtype='auto'):
-    """Every script's device and precision set-up: resolve both, turn on TF32 matmuls on CUDA (float32
-    work then runs on tensor cores), and build the autocast context."""
+    """Every script's device and precision set-up: resolve both (under torchrun on this rank's own GPU, set as the
+    current device first), turn on TF32 matmuls on CUDA (float32 work then runs on tensor cores), and build the
+    autocast context."""
     device = resolve_device(device)
     device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
     check_device(device, device_type)
-    dtype = resolve_dtype(dtype, device_type)
     if device_type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        device = this_ranks_device(device)
+        enable_tf32()
+    dtype = resolve_dtype(dtype, device_type)
     return Setup(device, device_type, dtype, autocast_context(device_type, dtype), muon_dtype(dtype, device_type))
 
 
 # -----------------------------------------------------------------------------
 # the peak that MFU is measured against
 
-# dense bf16/fp16 tensor-core peaks, matched as whole words in torch.cuda.get_device_name, the more specific first
-GPU_PEAK_FLOPS = {'H100 PCIe': 756e12, 'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'L40S': 362e12,
-                  'L40': 181e12, 'L4': 121e12, 'A10': 125e12, 'RTX 4090': 165e12, 'RTX 3090': 71e12, 'V100': 125e12}
+# Dense tensor-core peaks (no 2:4 sparsity) at the half precision each GPU trains in: bf16 with fp32 accumulation
+# (GeForce cards run that at half their fp16-accumulate rate), or fp16 on a GPU without bf16 (V100, T4: 'auto' is
+# float16 there). From NVIDIA's datasheets and architecture whitepapers. Matched as whole words in
+# torch.cuda.get_device_name ('NVIDIA H100 80GB HBM3', 'NVIDIA H100 NVL', 'Tesla V100-SXM2-16GB'), the more specific
+# first. Not here, so measured (probe_peak_cuda): the A10G, for which NVIDIA publishes no tensor figure.
+GPU_PEAK_FLOPS = {
+    'B200': (2250e12, 'bf16'),
+    'GH200': (989e12, 'bf16'), 'H200 NVL': (835e12, 'bf16'), 'H200': (989e12, 'bf16'),
+    'H100 NVL': (835e12, 'bf16'), 'H100 PCIe': (756e12, 'bf16'), 'H100': (989e12, 'bf16'),  # H100 alone: SXM
+    'H800 PCIe': (756e12, 'bf16'), 'H800': (989e12, 'bf16'),
+    'A100': (312e12, 'bf16'), 'A800': (312e12, 'bf16'), 'A40': (149.7e12, 'bf16'), 'RTX A6000': (154.8e12, 'bf16'),
+    'A10': (125e12, 'bf16'),
+    'L40S': (362e12, 'bf16'), 'L40': (181e12, 'bf16'), 'L4': (121e12, 'bf16'), 'RTX 6000 Ada': (364.2e12, 'bf16'),
+    'RTX 5090': (209.5e12, 'bf16'), 'RTX 4090': (165.2e12, 'bf16'), 'RTX 3090': (71e12, 'bf16'),
+    'V100-PCIE': (112e12, 'fp16'), 'V100': (125e12, 'fp16'), 'T4': (65e12, 'fp16'),  # no bf16 tensor cores
+}
+
+
+def gpu_peak(name):
+    """(dense FLOP/s, 'bf16' or 'fp16') of a GPU by its device name, or None for a GPU not in GPU_PEAK_FLOPS."""
+    for key, peak in GPU_PEAK_FLOPS.items():
+        if re.search(rf'\b{re.escape(key)}\b', name):
+            return peak
+    return None
 
 
 def gpu_peak_flops(name):
-    """The dense bf16 peak of a GPU by its device name, or None for a GPU not in GPU_PEAK_FLOPS."""
-    for key, flops in GPU_PEAK_FLOPS.items():
-        if re.search(rf'\b{re.escape(key)}\b', name):
-            return flops
-    return None
+    """The dense half-precision peak of a GPU by its device name, or None for a GPU not in GPU_PEAK_FLOPS."""
+    peak = gpu_peak(name)
+    return peak[0] if peak else None
+
+
+class Peak:
+    """
+    The peak FLOP/s that MFU is measured against, where it came from (`source`, printed in the log), and how to
+    measure it again. A measured peak is the best rate a few matmuls showed; on a busy machine they can all lose
+    time to other processes, and every MFU of the run would then read high (7,068% was seen). So mfu() never
+    reports above 100%: a step that ran faster than the peak re-measures it, and the peak becomes the best of the
+    old figure, the new one and the step's own rate (which the hardware did reach), with a line saying so.
+    """
+
+    def __init__(self, flops, source, measure=None):
+        self.flops, self.source, self.measure = flops, source, measure
+
+    def mfu(self, achieved):
+        """achieved (FLOP/s) over the peak, at most 1 where the peak was measured."""
+        if achieved > self.flops and self.measure is not None:
+            flops, source = self.measure()
+            old = self.flops
+            self.flops, self.source = max((old, self.source), (flops, source),
+                                          (achieved, 'the rate a training step reached'), key=lambda p: p[0])
+            print(f"MFU: a step ran at {achieved / 1e12:.3f} TFLOP/s, above the measured peak of {old / 1e12:.3f} "
+                  f"(measured while the machine was busy); measured again: {flops / 1e12:.3f}; the peak is now "
+                  f"{self.flops / 1e12:.3f} TFLOP/s ({self.source})", flush=True)
+        return achieved / self.flops
 
 
 def peak_flops(device_type, dtype, device=None, max_n=2048, max_reps=8):
     """
-    (FLOP/s, where it came from): the peak that train.py's and bench.py's MFU figures are measured against.
-    A known GPU: its published dense bf16 figure (A100 312, H100 989 TFLOP/s). Elsewhere, matmuls measured
-    here by probe_peak at the run's dtype; on a CPU that only emulates that dtype, at float32, the fastest
-    the hardware does (an emulated peak would make every MFU look high).
+    The Peak that train.py's and bench.py's MFU figures are measured against. A GPU in GPU_PEAK_FLOPS: its
+    published dense figure, stated. Another GPU: back-to-back large matmuls at the run's dtype timed with CUDA
+    events (probe_peak_cuda). A CPU: matmuls on one thread measured here by probe_peak at the run's dtype, times the
+    threads torch uses, or at float32 on a CPU that only emulates that dtype, the fastest the hardware does (an emulated peak would make every MFU look high);
+    a measured peak is measured again whenever a step beats it (Peak.mfu).
     """
-    name = torch.cuda.get_device_name(device) if device_type == 'cuda' else None
-    if name and gpu_peak_flops(name):
-        return gpu_peak_flops(name), f"{name}'s published dense bf16 figure"
+    if device_type == 'cuda':
+        name = torch.cuda.get_device_name(device)
+        stated = gpu_peak(name)
+        if stated:
+            return Peak(stated[0], f"{name}'s published dense {stated[1]} tensor-core figure, stated")
+
+        def measure_cuda():
+            flops, n, calls = probe_peak_cuda(device or 'cuda', dtype)
+            return flops, f"measured: {calls} back-to-back {n}x{n} {dtype} matmuls on {name}, CUDA events"
+        return Peak(*measure_cuda(), measure=measure_cuda)
     note = ''
     if device_type == 'cpu' and not cpu_dtype_is_native(dtype):
         dtype, note = 'float32', f'; this CPU only emulates {dtype}, so its float32 peak'
-    flops, n, calls = probe_peak(matmul_timer(device or device_type, dtype), max_n=max_n, max_reps=max_reps)
-    return flops, f"measured: best of {calls} {n}x{n} {dtype} matmuls on {device or device_type}{note}"
+
+    def measure():
+        # on one thread, times the threads torch uses: with several, every matmul waits for its slowest thread,
+        # and on a busy machine one of them is always descheduled (2 threads measured 0.3-1.7 GFLOP/s there,
+        # 1 thread 41-46: x2 is the peak, stable run to run)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            flops, n, calls = probe_peak(matmul_timer(device or device_type, dtype), max_n=max_n, max_reps=max_reps)
+        finally:
+            torch.set_num_threads(threads)
+        return flops * threads, (f"measured: best of {calls} {n}x{n} {dtype} matmuls on {device or device_type}, "
+                                 f"on one thread, times {threads} thread(s){note}")
+    return Peak(*measure(), measure=measure)
+
+
+def probe_peak_cuda(device, dtype, n=8192, calls=20):
+    """(FLOP/s, n, calls): `calls` (n x n) @ (n x n) matmuls at dtype queued back to back and timed with CUDA events,
+    after a warm-up: large enough that launches and clocks ramping up do not count (~30 ms on an H100)."""
+    gen = torch.Generator(device).manual_seed(0)  # its own: the global RNG draws training's dropout masks
+    a, b = (torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        a @ b
+    end.record()
+    end.synchronize()
+    return calls * 2 * n ** 3 / (start.elapsed_time(end) / 1e3), n, calls
 
 
 def matmul_timer(device, dtype):
-    """A function n -> seconds for one (n x n) @ (n x n) matmul at dtype on device."""
+    """A function n -> seconds for one (n x n) @ (n x n) matmul at dtype on a CPU (or MPS)."""
     gen = torch.Generator(device).manual_seed(0)  # its own: the global RNG draws training's dropout masks
-    is_cuda = str(device).startswith('cuda')
     operands = {}  # n -> (a, b), made once per size
 
     def time_matmul(n):
@@ -228,12 +339,8 @@ def matmul_timer(device, dtype):
             operands[n] = [torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen)
                            for _ in range(2)]
         a, b = operands[n]
-        if is_cuda:
-            torch.cuda.synchronize()
         t0 = time.perf_counter()
         a @ b
-        if is_cuda:
-            torch.cuda.synchronize()
         return time.perf_counter() - t0
     return time_matmul
 
@@ -243,20 +350,30 @@ def probe_peak(time_matmul, start_n=128, max_n=2048, call_s=0.01, budget_s=0.25,
     The best matmul rate time_matmul(n) -> seconds shows, in a bounded amount of work: n doubles from start_n
     until one call takes call_s or n reaches max_n (large enough to run at full speed on a fast device, small
     where the kernel is slow), then the best of up to max_reps more calls at that size, as many as fit in
-    budget_s (best, not mean: on a shared machine a call can only lose time to other jobs). At most
+    budget_s. The figure is the best rate of any call, at any size (best, not mean: on a shared machine a call can
+    only lose time to other jobs, and a small one is likelier to run whole between them). At most
     log2(max_n / start_n) + 2 + max_reps calls; under a second unless one start_n matmul alone takes longer.
-    Returns (FLOP/s, n, number of calls at n).
+    Returns (FLOP/s, the size that showed it, number of calls at the last size).
     """
+    best_rate, best_n = 0.0, start_n
+
+    def timed(n):  # seconds of one call; keeps the best rate any call showed, at any size
+        nonlocal best_rate, best_n
+        seconds = time_matmul(n)
+        if 2 * n ** 3 / max(seconds, 1e-12) >= best_rate:
+            best_rate, best_n = 2 * n ** 3 / max(seconds, 1e-12), n
+        return seconds
+
     n = start_n
     time_matmul(n)  # warm-up: the first call also starts the thread pool and the allocator
-    best = time_matmul(n)
+    best = timed(n)
     while best < call_s and n < max_n:
         n *= 2
-        best = time_matmul(n)
+        best = timed(n)
     reps = max(1, min(max_reps, int(budget_s / max(best, 1e-9))))
     for _ in range(reps):
-        best = min(best, time_matmul(n))
-    return 2 * n ** 3 / max(best, 1e-12), n, reps + 1
+        best = min(best, timed(n))
+    return best_rate, best_n, reps + 1
 
 
 def init_distributed(device, backend='auto'):
@@ -267,8 +384,7 @@ def init_distributed(device, backend='auto'):
         return 0, 0, 1, device
     rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
     if device.startswith('cuda'):
-        device = f'cuda:{local_rank}'
-        torch.cuda.set_device(device)
+        device = this_ranks_device(device)  # setup() has made it current already
     torch.distributed.init_process_group(backend=backend if backend != 'auto' else
                                          ('nccl' if device.startswith('cuda') else 'gloo'))
     install_error_hook()

@@ -36,8 +36,9 @@ def eval_mode(model):
 
 @torch.no_grad()
 def estimate_loss(model, *, data_dir, eval_iters, batch_size, block_size, vocab_size, seed, ctx, device,
-                  rank=0, world_size=1, stopper=None):
+                  rank=0, world_size=1, stopper=None, masked_targets=False):
     """Mean loss over eval_iters fixed batches per split; ranks share the batches and all-reduce.
+    masked_targets: the data has answer masks (dataloader.has_answer_masks), see GPT.forward.
     The model is evaluated in eval mode and left in the mode it came in. With a GracefulStop (one process
     only: ranks must all reach the all-reduce), a stop request ends it early and it returns None."""
     out = {}
@@ -49,7 +50,7 @@ def estimate_loss(model, *, data_dir, eval_iters, batch_size, block_size, vocab_
                     return None
                 x, y = to_device(*eval_batch(data_dir, split, seed, k, batch_size, block_size, vocab_size), device)
                 with ctx:
-                    _, loss = model(x, y)
+                    _, loss = model(x, y, masked_targets=masked_targets)
                 total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=device)])
             if world_size > 1:
                 torch.distributed.all_reduce(total)
@@ -80,13 +81,15 @@ def seed_step(seed, rank, step):
     torch.manual_seed(int(np.random.SeedSequence([seed, DROPOUT_STREAM, rank, step]).generate_state(1, np.uint64)[0]))
 
 
-def train_step(model, optimizer, batches, *, scaler, micro_steps, ctx, grad_clip, lr, sync=None):
+def train_step(model, optimizer, batches, *, scaler, micro_steps, ctx, grad_clip, lr, sync=None,
+               masked_targets=False):
     """
     One optimizer step over micro_steps micro-batches from `batches`. Each micro-loss is divided by
     micro_steps, so the gradients add up to the mean over the step's batch (DDP and FSDP then average over
     ranks); with sync='ddp' or 'fsdp' only the last micro-step reduces gradients across ranks. Returns this
     rank's mean loss as a 0-dim tensor (no host sync here: call .item() only when logging). Clipping works
-    on FSDP's sharded gradients too: clip_grad_norm_ takes the norm over every shard.
+    on FSDP's sharded gradients too: clip_grad_norm_ takes the norm over every shard. masked_targets: the data
+    has answer masks (dataloader.has_answer_masks), see GPT.forward.
     """
     for group in optimizer.param_groups:  # lr_ratio: a group's own learning rate over the schedule's
         group['lr'] = lr * group.get('lr_ratio', 1.0)
@@ -98,7 +101,7 @@ def train_step(model, optimizer, batches, *, scaler, micro_steps, ctx, grad_clip
             model.set_requires_gradient_sync(last)
         with (model.no_sync() if sync == 'ddp' and not last else nullcontext()):
             with ctx:
-                _, loss = model(x, y)
+                _, loss = model(x, y, masked_targets=masked_targets)
                 loss = loss / micro_steps
             scaler.scale(loss).backward()
         total += loss.detach()

@@ -373,22 +373,24 @@ class GPT(nn.Module):
         cap = self.config.logit_softcap
         return cap * torch.tanh(logits / cap) if cap > 0 else logits
 
-    def forward(self, idx, targets=None, all_logits=False, caches=None, pad=None):
+    def forward(self, idx, targets=None, all_logits=False, caches=None, pad=None, masked_targets=False):
         """
         idx: (B, T) token ids; targets: (B, T) ids, -1 where the loss should not count.
-        Returns (logits, loss). With targets, logits cover every position, (B, T, vocab), or where some targets
-        are -1 (a loss on answers or summaries only, data/tasks.py's masks) only the positions that count,
-        (N, vocab): lm_head and the softmax over the vocabulary are most of a small model's work. Without,
-        only the last position is projected, (B, 1, vocab), which is all sampling needs and saves
-        the largest matmul; pass all_logits=True for every position (evaluation, parity checks).
+        Returns (logits, loss). With targets, logits cover every position, (B, T, vocab). masked_targets=True says
+        the data has answer masks (data/tasks.py's, dataloader.has_answer_masks: most targets are -1): then only
+        the positions that count go through lm_head and the softmax over the vocabulary, most of a small model's
+        work, and logits are (N, vocab). It is the caller's word, from what the data is, not read off the tensor:
+        that read would wait for the GPU in every forward. Without targets only the last position is projected,
+        (B, 1, vocab), which is all sampling needs and saves the largest matmul; pass all_logits=True for every
+        position (evaluation, parity checks).
         caches: a list of LayerCache, one per layer, for incremental decoding (see generate).
         pad: (B,) left-padding per row (see hidden_states).
         """
         x = self.hidden_states(idx, caches, pad)  # (B, T, C)
         if targets is not None:
-            keep = targets != -1
-            # a data-dependent shape: eager mode on real tensors only (not compiled, not on the meta device)
-            if not torch.compiler.is_compiling() and targets.device.type != 'meta' and not keep.all():
+            # a data-dependent shape (a host sync): eager mode on real tensors only (not compiled, not meta)
+            if masked_targets and not torch.compiler.is_compiling() and targets.device.type != 'meta':
+                keep = targets != -1
                 x, targets = x[keep], targets[keep]  # (N, C), (N,)
             logits = self.logits(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
@@ -452,10 +454,11 @@ class GPT(nn.Module):
             return adamw
         if optimizer != 'muon':
             raise ValueError(f"optimizer must be 'adamw' or 'muon', got {optimizer!r}")
-        from optim import Muon, MuonAdamW
+        from optim import Muon, MuonAdamW, replicas_over_ranks
         muon_params = [p for p in params if id(p) in matrices]
+        ranks = replicas_over_ranks()
         print(f"Muon for {len(muon_params)} block matrices, with {sum(p.numel() for p in muon_params):,} parameters, "
-              f"orthogonalized in {muon_dtype}")
+              f"orthogonalized in {muon_dtype}" + (f", each of {ranks} ranks its share" if ranks > 1 else ''))
         muon = Muon([{'params': muon_params, 'lr_ratio': muon_lr / learning_rate}], lr=muon_lr,
                     weight_decay=weight_decay, momentum=muon_momentum, nesterov=True, adjust_lr_fn='original',
                     ns_dtype=getattr(torch, muon_dtype))

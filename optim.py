@@ -37,12 +37,41 @@ def adjusted_lr(lr, adjust_lr_fn, shape):
     return lr * math.sqrt(max(1, rows / cols))
 
 
+def replicas_over_ranks():
+    """The number of processes that hold the same matrices and gradients (DDP under torchrun), or 1."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon (its arguments, state and state_dict) with the Newton-Schulz iteration in `ns_dtype`."""
+    """
+    torch.optim.Muon (its arguments, state and state_dict) with the Newton-Schulz iteration in `ns_dtype`.
+
+    Under DDP every rank holds the same matrices and, after the all-reduce, the same gradients; the iteration is
+    most of Muon's cost (~1.5 TFLOP a step at 124M), so each rank orthogonalizes only its share of the matrices
+    and the updates are all-gathered: matrices of one shape in runs of world_size, the i-th of a run on rank i
+    (a rank a short last run leaves out sends zeros). Every rank keeps every momentum buffer (an elementwise lerp),
+    so rank 0's state_dict is the whole state, as in one process. Not for FSDP, whose ranks hold shards (train.py
+    refuses Muon there).
+    """
 
     def __init__(self, params, ns_dtype=torch.float32, **kwargs):
         super().__init__(params, **kwargs)
         self.ns_dtype = ns_dtype
+
+    def momentum(self, group, p):
+        """Advance p's momentum buffer by its gradient; returns the direction Newton-Schulz orthogonalizes (the
+        buffer, or with Nesterov the gradient moved toward it)."""
+        state = self.state[p]
+        if 'momentum_buffer' not in state:
+            state['momentum_buffer'] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+        buf = state['momentum_buffer']
+        buf.lerp_(p.grad, 1 - group['momentum'])
+        return p.grad.lerp(buf, group['momentum']) if group['nesterov'] else buf
+
+    def orthogonalized(self, group, direction):
+        return newton_schulz(direction, group['ns_coefficients'], group['ns_steps'], group['eps'], self.ns_dtype)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -50,21 +79,39 @@ class Muon(torch.optim.Muon):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        world_size = replicas_over_ranks()
+        rank = torch.distributed.get_rank() if world_size > 1 else 0
         for group in self.param_groups:  # the update of torch.optim.Muon, written out
-            lr, momentum = group['lr'], group['momentum']
-            for p in group['params']:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if 'momentum_buffer' not in state:
-                    state['momentum_buffer'] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
-                buf = state['momentum_buffer']
-                buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum) if group['nesterov'] else buf
-                update = newton_schulz(update, group['ns_coefficients'], group['ns_steps'], group['eps'], self.ns_dtype)
+            params = [p for p in group['params'] if p.grad is not None]
+            if world_size == 1:
+                updates = [(p, self.orthogonalized(group, self.momentum(group, p))) for p in params]
+            else:
+                updates = self.gathered_updates(group, params, rank, world_size)
+            lr = group['lr']
+            for p, update in updates:
                 p.mul_(1 - lr * group['weight_decay'])
-                p.add_(update, alpha=-adjusted_lr(lr, group['adjust_lr_fn'], p.shape))
+                p.add_(update.to(p.dtype), alpha=-adjusted_lr(lr, group['adjust_lr_fn'], p.shape))
         return loss
+
+    def gathered_updates(self, group, params, rank, world_size):
+        """[(p, update)] for every p in params: this rank's share computed here, the rest all-gathered."""
+        by_shape = {}
+        for p in params:
+            by_shape.setdefault(tuple(p.shape), []).append(p)
+        pending = []  # (a run's params, the gathered updates, the all-gather's handle)
+        for same in by_shape.values():
+            for start in range(0, len(same), world_size):
+                run = same[start:start + world_size]
+                directions = [self.momentum(group, p) for p in run]  # every buffer advances on every rank
+                mine = (self.orthogonalized(group, directions[rank]).to(run[rank].dtype).contiguous()
+                        if rank < len(run) else torch.zeros_like(run[0]))  # a short run may leave this rank out
+                outputs = [torch.empty_like(mine) for _ in range(world_size)]
+                pending.append((run, outputs, torch.distributed.all_gather(outputs, mine, async_op=True)))
+        updates = []
+        for run, outputs, handle in pending:
+            handle.wait()
+            updates.extend(zip(run, outputs))
+        return updates
 
 
 class MuonAdamW:

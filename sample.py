@@ -26,6 +26,7 @@ top_p = 1.0  # keep the most likely tokens whose probabilities add up to top_p (
 seed = 1337
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:0', 'mps'
 dtype = 'auto'  # 'float32', 'bfloat16', 'float16' or 'auto'
+use_cache = True  # the KV cache; False recomputes every position at every step (the same text, slower)
 compile = False  # torch.compile the forward pass that generation runs (a prefill graph and a one-token step graph)
 # -----------------------------------------------------------------------------
 configure(globals())
@@ -97,7 +98,7 @@ def stream_sample():
     ids, shown = list(start_ids), len(tokenizer.decode(start_ids))
     sys.stdout.write(start)
     for next_id in model.generate_stream(x, max_new_tokens, temperature=temperature, top_k=top_k or None,
-                                         top_p=top_p, vocab_size=tokenizer.vocab_size):
+                                         top_p=top_p, use_cache=use_cache, vocab_size=tokenizer.vocab_size):
         ids.append(next_id.item())
         text = tokenizer.decode(ids)
         if not text.endswith('\ufffd'):

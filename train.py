@@ -144,9 +144,6 @@ if fsdp and eval_iters % int(os.environ['WORLD_SIZE']) != 0:  # every shard take
 if fsdp and optimizer == 'muon':  # Newton-Schulz needs each whole matrix, which FSDP splits over the ranks
     raise UserError("--optimizer=muon does not run under --parallelism=fsdp: train with --parallelism=ddp (or one "
                     "process), or with --optimizer=adamw")
-if fsdp and eval_hellaswag:
-    raise UserError("--eval_hellaswag=True does not run under --parallelism=fsdp yet: score the saved checkpoints "
-                    "with eval_tasks.py (under torchrun too), or train with --parallelism=ddp")
 rank, local_rank, world_size, device = hardware.init_distributed(hw.device, backend)  # one process: 0, 0, 1
 master_process = rank == 0  # this process will do logging, checkpointing etc.
 micro_steps = gradient_accumulation_steps // world_size  # per process, per optimizer step
@@ -164,9 +161,15 @@ data_tokenizer = for_dataset(dataset)
 meta_vocab_size = data_tokenizer.vocab_size if data_tokenizer.name == 'char' else None
 if master_process and meta_vocab_size is not None:
     print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, 'meta.pkl')})")
-if eval_hellaswag:  # read and checked now, before any work; scored at each eval
-    hellaswag = read_choices(hellaswag_file or os.path.join(dataset_dir('hellaswag'), 'val.jsonl'), data_tokenizer,
-                             block_size)
+masked_targets = dataloader.has_answer_masks(data_dir)  # a loss on answers only (data/tasks.py's masks)
+hellaswag = None  # the examples scored at each eval: read and checked now, before any work
+default_hellaswag = os.path.join(dataset_dir('hellaswag'), 'val.jsonl')
+if eval_hellaswag and not hellaswag_file and not os.path.isfile(default_hellaswag):
+    if master_process:  # the flagship config asks for it; a machine with only the training data still trains
+        print(f"HellaSwag is not scored: {default_hellaswag} not found (`python data/hellaswag/prepare.py` "
+              f"writes it)")
+elif eval_hellaswag:
+    hellaswag = read_choices(hellaswag_file or default_hellaswag, data_tokenizer, block_size)
 
 # model init
 iter_num = 0
@@ -233,11 +236,12 @@ if compile:
         print("compiling the model... (takes a ~minute)")
     model = torch.compile(model)
 if ddp:
-    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+    # no buffer broadcast before every forward: the model's buffers (rotary tables) are constants
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None, broadcast_buffers=False)
 
-peak, peak_source = hardware.peak_flops(device_type, dtype, device) if master_process else (None, None)
+peak = hardware.peak_flops(device_type, dtype, device) if master_process else None
 if master_process:
-    print(f"{device}, {dtype}; MFU is measured against a peak of {peak / 1e12:.3f} TFLOP/s ({peak_source})")
+    print(f"{device}, {dtype}; MFU is measured against a peak of {peak.flops / 1e12:.3f} TFLOP/s ({peak.source})")
 
 
 def save(reason, name='ckpt.pt'):
@@ -321,7 +325,8 @@ while True:
     if iter_num % eval_interval == 0 or iter_num >= max_iters or eval_only:
         losses = loop.estimate_loss(model, data_dir=data_dir, eval_iters=eval_iters, batch_size=batch_size,
                                     block_size=block_size, vocab_size=vocab_size, seed=seed, ctx=ctx, device=device,
-                                    rank=rank, world_size=world_size, stopper=None if distributed else stopper)
+                                    rank=rank, world_size=world_size, stopper=None if distributed else stopper,
+                                    masked_targets=masked_targets)
         if losses is None:  # a stop request cut the evaluation short
             stop_run()
         if master_process:
@@ -329,7 +334,7 @@ while True:
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                   f"({elapsed:.1f}s)")
         scores = {}
-        if eval_hellaswag:  # every rank scores its share of the examples
+        if hellaswag is not None:  # every rank scores its share of the examples
             hs = score_choices(raw_model, hellaswag, batch_size=batch_size, ctx=ctx, device=device, rank=rank,
                                world_size=world_size, vocab_size=data_tokenizer.vocab_size)
             scores = {'hellaswag_acc': hs['acc'], 'hellaswag_acc_norm': hs['acc_norm']}
@@ -358,7 +363,8 @@ while True:
     # the dropout masks come from (seed, rank, step) alone, so a resumed run draws the ones it would have drawn
     loop.seed_step(seed, rank, iter_num)
     loss = loop.train_step(model, optimizer, batches, scaler=scaler, micro_steps=micro_steps, ctx=ctx,
-                           grad_clip=grad_clip, lr=lr, sync=parallelism if distributed else None)
+                           grad_clip=grad_clip, lr=lr, sync=parallelism if distributed else None,
+                           masked_targets=masked_targets)
     iter_num += 1
     local_iter_num += 1
 
@@ -383,7 +389,7 @@ while True:
             raise diverged(f"the training loss became {lossf}")
         if local_iter_num >= 5:  # let the training loop settle a bit
             step_times.append(dt * 1000)
-            mfu = raw_model.estimate_mfu(batch_size * micro_steps, dt, peak)  # per device
+            mfu = peak.mfu(raw_model.estimate_mfu(batch_size * micro_steps, dt, 1.0))  # FLOP/s per device / peak
             running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
         print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, "
               f"tok/s {tokens_per_iter / dt:,.0f}, mfu {running_mfu * 100:.2f}%")
@@ -393,7 +399,9 @@ while True:
 
 if master_process and step_times:
     median_ms = sorted(step_times)[len(step_times) // 2]
+    memory = f", peak memory {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB on {device}" if (
+        device_type == 'cuda') else ''
     print(f"done: {local_iter_num} iters (to iter {iter_num}) in {time.time() - start_time:.1f}s, median {median_ms:.2f}ms/iter, "
-          f"{tokens_per_iter / median_ms * 1e3:,.0f} tokens/s")
+          f"{tokens_per_iter / median_ms * 1e3:,.0f} tokens/s{memory}")
 if distributed:
     destroy_process_group()

@@ -1,6 +1,7 @@
 # GPT-2 (124M) on OpenWebText on one node of 8 A100 40GB: loss ~2.85 after ~4 days
 # $ torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
-# (prepare first: python data/openwebtext/prepare.py and python data/hellaswag/prepare.py)
+# (prepare first: python data/openwebtext/prepare.py; and python data/hellaswag/prepare.py to score HellaSwag at
+# each eval, which is skipped, with a line saying so, where data/hellaswag/val.jsonl is missing)
 wandb_log = False
 wandb_project = 'owt'
 wandb_run_name = 'gpt2-124M'

@@ -24,8 +24,13 @@ def printed_losses(stdout):
 
 
 def test_fsdp_trains_as_one_process_does(shakespeare_char, tmp_path):
-    # 2 ranks x 2 micro-steps against 1 process x 4: the same global batch of every step
-    common = ['--gradient_accumulation_steps=4', '--eval_interval=10', '--always_save_checkpoint=True']
+    # 2 ranks x 2 micro-steps against 1 process x 4: the same global batch of every step; HellaSwag-style scoring at
+    # each eval on 9 examples, 5 and 4 per rank: 2 batches of 4 against 1, so one rank runs a forward it does not count
+    choices = tmp_path / 'choices.jsonl'
+    choices.write_text(''.join(json.dumps({'context': f'ROMEO{"!" * i}:', 'endings': [' my lord', ' no', ' away'],
+                                           'label': i % 3}) + '\n' for i in range(9)))
+    common = ['--gradient_accumulation_steps=4', '--eval_interval=10', '--always_save_checkpoint=True',
+              '--eval_hellaswag=True', f'--hellaswag_file={choices}']
     single = train(tmp_path / 'single', *common, '--max_iters=20')
     sharded = torchrun(tmp_path / 'fsdp', *common, '--max_iters=20')
     worst = assert_same_weights(tmp_path / 'single' / 'ckpt.pt', tmp_path / 'fsdp' / 'ckpt.pt', atol=1e-5)
@@ -35,6 +40,8 @@ def test_fsdp_trains_as_one_process_does(shakespeare_char, tmp_path):
     for a, b in zip(evals(tmp_path / 'single'), evals(tmp_path / 'fsdp')):
         assert a['iter'] == b['iter'] and abs(a['val_loss'] - b['val_loss']) < 1e-5
         assert abs(a['train_loss'] - b['train_loss']) < 1e-5
+        assert a['hellaswag_acc_norm'] == b['hellaswag_acc_norm'] and a['hellaswag_acc'] == b['hellaswag_acc']
+    assert sharded.stdout.count('hellaswag acc_norm') == 3 and 'on 9 examples' in sharded.stdout
     # (an FSDP run resumes a single-process checkpoint through the same code as its own: the file is the same
     # format, which the next test shows by resuming an FSDP checkpoint in one process)
 

@@ -1,6 +1,7 @@
 """hardware.py: the precision rule for both kinds of CPU (with torch's capability report faked, so the
 result does not depend on the machine running the suite), the warning for an emulated dtype, and a peak
 probe whose work is bounded whatever the kernel's speed."""
+import warnings
 from contextlib import nullcontext
 
 import pytest
@@ -148,17 +149,103 @@ def test_probe_keeps_the_best_call():
 
 
 def test_cpu_peak_of_an_emulated_dtype_is_the_float32_peak(cpu_kind):
-    flops, source = hardware.peak_flops('cpu', 'bfloat16', max_n=256, max_reps=1)
-    assert flops > 0
+    peak = hardware.peak_flops('cpu', 'bfloat16', max_n=256, max_reps=1)
+    assert peak.flops > 0
     if cpu_kind == 'native':
-        assert 'bfloat16 matmuls' in source and 'emulates' not in source
+        assert 'bfloat16 matmuls' in peak.source and 'emulates' not in peak.source
     else:
-        assert 'float32 matmuls' in source and 'only emulates bfloat16' in source
+        assert 'float32 matmuls' in peak.source and 'only emulates bfloat16' in peak.source
+
+
+def test_a_peak_measured_on_a_busy_machine_is_measured_again_and_mfu_stays_below_one(capsys):
+    """A probe that ran while other processes held the CPU measured 1/70 of the peak (MFU read 7,068%): a step faster
+    than the peak re-measures it; the peak becomes the best of the two and of the step's own rate, with a line."""
+    measurements = iter([(2e9, 'measured, busy'), (50e9, 'measured, quiet'), (3e9, 'measured, busy again')])
+    peak = hardware.Peak(*next(measurements), measure=lambda: next(measurements))
+    assert peak.mfu(1e9) == 0.5 and capsys.readouterr().out == ''  # below the peak: nothing measured
+    assert peak.mfu(20e9) == pytest.approx(0.4)  # 20 of the re-measured 50
+    assert (peak.flops, peak.source) == (50e9, 'measured, quiet')
+    assert 'MFU: a step ran at 0.020 TFLOP/s, above the measured peak of 0.002' in capsys.readouterr().out
+    assert peak.mfu(80e9) == 1.0  # the re-measured peak (3) is lower still: the step's own rate is the peak
+    assert peak.flops == 80e9 and peak.source == 'the rate a training step reached'
+    stated = hardware.Peak(989e12, 'a datasheet')  # a stated peak is not measured again
+    assert stated.mfu(500e12) == pytest.approx(500 / 989)
 
 
 def test_gpu_peaks_match_whole_names():
-    assert hardware.gpu_peak_flops('NVIDIA H100 80GB HBM3') == 989e12
+    assert hardware.gpu_peak_flops('NVIDIA H100 80GB HBM3') == 989e12  # SXM
     assert hardware.gpu_peak_flops('NVIDIA H100 PCIe') == 756e12
+    assert hardware.gpu_peak_flops('NVIDIA H100 NVL') == 835e12 and hardware.gpu_peak_flops('NVIDIA H200 NVL') == 835e12
+    assert hardware.gpu_peak_flops('NVIDIA H200') == 989e12 and hardware.gpu_peak_flops('NVIDIA GH200 480GB') == 989e12
+    assert hardware.gpu_peak_flops('NVIDIA B200') == 2250e12 and hardware.gpu_peak_flops('NVIDIA H800') == 989e12
     assert hardware.gpu_peak_flops('NVIDIA L40S') == 362e12 and hardware.gpu_peak_flops('NVIDIA L4') == 121e12
+    assert hardware.gpu_peak_flops('NVIDIA L40') == 181e12 and hardware.gpu_peak_flops('NVIDIA A40') == 149.7e12
     assert hardware.gpu_peak_flops('NVIDIA A100-SXM4-80GB') == 312e12
-    assert hardware.gpu_peak_flops('Some Future GPU') is None  # then a matmul peak is measured
+    assert hardware.gpu_peak_flops('NVIDIA A800 80GB PCIe') == 312e12
+    assert hardware.gpu_peak_flops('NVIDIA RTX A6000') == 154.8e12
+    assert hardware.gpu_peak_flops('NVIDIA RTX 6000 Ada Generation') == 364.2e12
+    assert hardware.gpu_peak_flops('NVIDIA GeForce RTX 5090') == 209.5e12
+    assert hardware.gpu_peak('Tesla V100-SXM2-16GB') == (125e12, 'fp16')  # no bf16: 'auto' is float16 there
+    assert hardware.gpu_peak('Tesla V100-PCIE-32GB') == (112e12, 'fp16') and hardware.gpu_peak('Tesla T4')[1] == 'fp16'
+    assert hardware.gpu_peak_flops('NVIDIA A10') == 125e12
+    assert hardware.gpu_peak_flops('NVIDIA A10G') is None  # no published tensor figure: measured
+    assert hardware.gpu_peak_flops('Some Future GPU') is None
+
+
+class FakeCuda:
+    """torch.cuda as a 2-GPU machine seen from torchrun's rank 1, recording the order of what is asked."""
+
+    def __init__(self, monkeypatch):
+        self.calls, self.current = [], 0
+        for name, fn in {'is_available': lambda: True, 'device_count': lambda: 2, 'set_device': self.set_device,
+                         'is_bf16_supported': self.is_bf16_supported}.items():
+            monkeypatch.setattr(torch.cuda, name, fn)
+        monkeypatch.setenv('RANK', '1')
+        monkeypatch.setenv('LOCAL_RANK', '1')
+        monkeypatch.setenv('WORLD_SIZE', '2')
+
+    def set_device(self, device):
+        if torch.device(device).index is None:  # as torch's: "Expected a torch.device with a specified index"
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
+        self.current = torch.device(device).index
+        self.calls.append(('set_device', self.current))
+
+    def is_bf16_supported(self, including_emulation=True):
+        self.calls.append(('is_bf16_supported on', self.current, including_emulation))
+        return True
+
+
+def test_each_rank_sets_its_gpu_before_asking_cuda_anything(monkeypatch):
+    """Under torchrun, rank 1's set-up makes cuda:1 current before the bf16 question (which would otherwise open a
+    context on GPU 0 in every process), and asks for bf16 tensor cores, not emulation."""
+    fake = FakeCuda(monkeypatch)
+    hw = hardware.setup('cuda', 'auto')
+    assert hw.device == 'cuda:1' and hw.dtype == 'bfloat16'
+    assert fake.calls[0] == ('set_device', 1)
+    assert all(call[1] == 1 for call in fake.calls)
+    assert ('is_bf16_supported on', 1, False) in fake.calls
+
+
+def test_one_process_on_the_default_gpu_sets_nothing(monkeypatch):
+    fake = FakeCuda(monkeypatch)
+    for variable in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'):
+        monkeypatch.delenv(variable)
+    assert hardware.setup('cuda', 'auto').device == 'cuda' and ('set_device', 0) not in fake.calls
+    assert hardware.setup('auto', 'auto').device == 'cuda'
+    fake.calls.clear()
+    assert hardware.setup('cuda:1', 'auto').device == 'cuda:1'
+    assert fake.calls[0] == ('set_device', 1) and all(call[1] == 1 for call in fake.calls)
+
+
+def test_tf32_is_set_through_the_current_api():
+    """TF32 through fp32_precision: the legacy allow_tf32 setters warn, and mixing the two APIs raises."""
+    old = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            hardware.enable_tf32()
+        assert torch.backends.cuda.matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == 'tf32'
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = old
+    source = open(hardware.__file__).read()
+    assert 'allow_tf32 =' not in source and 'allow_tf32=' not in source

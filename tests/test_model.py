@@ -212,12 +212,50 @@ def test_targets_of_minus_one_are_ignored():
     targets = torch.randint(0, 1000, (2, 16))
     masked = targets.clone()
     masked[:, :8] = -1
-    logits, loss = model(idx, masked)
-    assert logits.shape == (16, 1000)  # only the positions whose targets count go through lm_head
     full, _ = model(idx, all_logits=True)
     expected = torch.nn.functional.cross_entropy(full[:, 8:].reshape(-1, 1000), targets[:, 8:].reshape(-1))
-    assert torch.allclose(loss, expected)
+    logits, loss = model(idx, masked, masked_targets=True)  # data with answer masks
+    assert logits.shape == (16, 1000)  # only the positions whose targets count go through lm_head
     torch.testing.assert_close(logits, full[:, 8:].reshape(-1, 1000))
+    torch.testing.assert_close(loss, expected)
+    logits, loss = model(idx, masked)  # the same loss without the compaction
+    assert logits.shape == (2, 16, 1000)
+    torch.testing.assert_close(loss, expected)
+
+
+class HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the ops that make the host wait for a tensor's values (on CUDA, for the GPU): .item(), bool(),
+    .all() read as a bool, boolean-mask indexing (nonzero sizes the output)."""
+    SYNCING = {'_local_scalar_dense', 'nonzero', 'masked_select', 'nonzero_static'}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        bool_index = name in ('index', 'index_put', 'index_put_') and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
+        if name in self.SYNCING or bool_index:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('recipe', [{}, dict(rotary=True, qk_norm=True, rmsnorm=True, relu_squared=True,
+                                             tie_embeddings=False, logit_softcap=15.0, embedding_norm=True)],
+                         ids=['gpt2', 'modern'])
+def test_the_training_forward_and_backward_never_wait_for_values(recipe):
+    """The forward + loss + backward of a training step reads no tensor's value on the host, so on a GPU eager
+    steps never stall the queue; only masked_targets=True (answer-masked data) compacts the positions, a sync."""
+    model = GPT(GPTConfig(**{**TINY, **recipe}))
+    idx, targets = torch.randint(0, 1000, (2, 16)), torch.randint(0, 1000, (2, 16))
+    with HostSyncs() as syncs:
+        _, loss = model(idx, targets)
+        loss.backward()
+    assert syncs.seen == []
+    with HostSyncs() as syncs:
+        model(idx, targets, masked_targets=True)
+    assert syncs.seen  # the counter sees the one sync the masked path does
 
 
 def test_crop_block_size_and_num_params():
@@ -278,3 +316,47 @@ def test_unsupported_gpt2_variant_is_a_clear_error(transformers, tmp_path):
     tiny_hf_dir(transformers, tmp_path, activation_function='relu')
     with pytest.raises(UserError, match="activation_function"):
         GPT.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize('rotary', [False, True], ids=['gpt2', 'rotary'])
+def test_buffers_are_constants_so_ddp_need_not_broadcast_them(rotary):
+    """train.py wraps DDP with broadcast_buffers=False: every buffer of the model (the rotary tables) is a constant
+    that training steps never change, built alike on every rank."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY, rotary=rotary, dropout=0.1))
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    assert bool(before) == rotary
+    opt = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu')
+    for _ in range(2):
+        _, loss = model(torch.randint(0, 1000, (2, 16)), torch.randint(0, 1000, (2, 16)))
+        loss.backward()
+        opt.step()
+    for name, b in model.named_buffers():
+        assert torch.equal(b, before[name]), name
+    torch.manual_seed(1)  # another rank's seed would not change them either
+    assert all(torch.equal(b, before[n]) for n, b in GPT(GPTConfig(**TINY, rotary=rotary)).named_buffers())
+
+
+MODERN_RECIPE = dict(rotary=True, qk_norm=True, rmsnorm=True, relu_squared=True, tie_embeddings=False,
+                     logit_softcap=15.0, zero_init_proj=True, embedding_norm=True)  # config/*_modern.py's switches
+
+
+@pytest.mark.parametrize('recipe', [{}, MODERN_RECIPE], ids=['gpt2', 'modern'])
+@pytest.mark.parametrize('shape', ['tiny_checkpointed', '124M_meta'])
+def test_the_compiled_training_forward_has_no_graph_breaks(recipe, shape):
+    """torch.compile traces the training forward + loss as one graph (torch._dynamo.explain: a break would cut it in
+    two and run the gap eagerly): at a tiny shape with activation checkpointing, and at GPT-2 124M's shape on the
+    meta device (no memory, no compute)."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    if shape == '124M_meta':
+        with torch.device('meta'):
+            model = GPT(GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768, **recipe))
+            idx, targets = torch.zeros(1, 1024, dtype=torch.long), torch.zeros(1, 1024, dtype=torch.long)
+    else:
+        model = GPT(GPTConfig(**TINY, **recipe))
+        model.activation_checkpointing = True
+        idx, targets = torch.randint(0, 1000, (2, 32)), torch.randint(0, 1000, (2, 32))
+    explained = torch._dynamo.explain(model)(idx, targets)
+    assert explained.graph_break_count == 0, [str(reason.reason) for reason in explained.break_reasons]
+    assert explained.graph_count == 1

@@ -253,3 +253,37 @@ def test_export_py_refuses_in_one_line(tmp_path):
     proc = run_script('export.py', f'--out_dir={tmp_path}', f'--hf_dir={tmp_path / "hf"}', check=False)
     assert_one_line_error(proc, 'cannot export', 'softcap')
     assert not (tmp_path / 'hf').exists()
+
+
+def _muon_steps_on_rank(rank, world_size, init_file, shapes, grads, out):
+    """One gloo process of test_muon_split_over_ranks: 3 Muon steps on the same matrices and gradients."""
+    torch.distributed.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    params = [torch.nn.Parameter(torch.ones(shape)) for shape in shapes]
+    opt = Muon(params, lr=0.05, weight_decay=0.1, momentum=0.9, nesterov=True, adjust_lr_fn='original')
+    for step in grads:
+        for p, g in zip(params, step):
+            p.grad = g.clone()
+        opt.step()
+    if rank == 0:
+        torch.save([p.detach() for p in params], out)
+    torch.distributed.destroy_process_group()
+
+
+def test_muon_split_over_ranks_is_one_process(tmp_path):
+    """Under DDP each rank orthogonalizes its share of the matrices and all-gathers the rest: the same parameters
+    as one process, also where a shape's matrices do not fill a run of world_size (three of one shape and one of
+    another over two ranks: each shape ends in a run one rank sits out)."""
+    torch.manual_seed(0)
+    shapes = [(8, 4), (8, 4), (6, 10), (8, 4)]
+    grads = [[torch.randn(shape) for shape in shapes] for _ in range(3)]
+    torch.multiprocessing.spawn(_muon_steps_on_rank, args=(2, tmp_path / 'init', shapes, grads, tmp_path / 'ddp.pt'),
+                                nprocs=2)
+    params = [torch.nn.Parameter(torch.ones(shape)) for shape in shapes]
+    opt = Muon(params, lr=0.05, weight_decay=0.1, momentum=0.9, nesterov=True, adjust_lr_fn='original')
+    for step in grads:
+        for p, g in zip(params, step):
+            p.grad = g.clone()
+        opt.step()
+    for ours, split in zip(params, torch.load(tmp_path / 'ddp.pt', weights_only=True)):
+        torch.testing.assert_close(split, ours.detach(), atol=1e-5, rtol=0)

@@ -105,6 +105,8 @@ def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path, monkeyp
     proc = subprocess.run(torchrun + ['--dataset=shakespeare_char', f'--out_dir={tmp_path / "ddp"}', *TINY, *common],
                           cwd=REPO, capture_output=True, text=True, timeout=600, env=script_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    if recipe:  # Muon's iteration is split over the ranks, its updates all-gathered (optim.Muon)
+        assert 'orthogonalized in float32, each of 2 ranks its share' in proc.stdout
     worst = assert_same_weights(tmp_path / 'single' / 'ckpt.pt', tmp_path / 'ddp' / 'ckpt.pt', atol=1e-5)
     print(f"DDP (2 ranks x 2 micro-steps) vs 1 process x 4 micro-steps: max abs weight diff {worst:.2e}")
     single, ddp = evals(tmp_path / 'single'), evals(tmp_path / 'ddp')
@@ -320,6 +322,8 @@ def test_mask_file_turns_unmasked_targets_into_ignored(tmp_path):
             target_pos = start + t + 1
             assert x[row, t] == tokens[start + t]
             assert y[row, t] == (tokens[target_pos] if mask[target_pos] else -1)
+    assert dataloader.has_answer_masks(str(tmp_path))  # so the loss reads lm_head on the answers only
+    assert not dataloader.has_answer_masks(dataloader.dataset_dir('shakespeare_char'))
     mask[:50].tofile(tmp_path / 'val_mask.bin')  # a mask that does not fit its tokens is refused
     tokens.tofile(tmp_path / 'val.bin')
     with pytest.raises(UserError, match='val_mask.bin has 50 bytes'):
@@ -349,3 +353,24 @@ def test_ddp_resume_with_dropout_is_exact(shakespeare_char, tmp_path):
     ddp(tmp_path / 'part', '--max_iters=4')
     ddp(tmp_path / 'part', '--max_iters=8', '--init_from=resume')
     assert_same_weights(tmp_path / 'full' / 'ckpt.pt', tmp_path / 'part' / 'ckpt.pt', atol=0.0)
+
+
+def test_the_gpt2_config_starts_with_only_openwebtext_prepared(tmp_path):
+    """config/train_gpt2.py asks for HellaSwag at each eval: on a machine with only OpenWebText-format data (uint16
+    GPT-2 tokens, no meta.pkl) it still trains, and says in one line how to get HellaSwag where it is missing."""
+    owt = tmp_path / 'owt'
+    owt.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ('train', 'val'):
+        rng.integers(0, 50257, size=4096, dtype=np.uint16).tofile(owt / f'{split}.bin')
+    out = run_script('train.py', 'config/train_gpt2.py', f'--dataset={owt}', f'--out_dir={tmp_path / "out"}',
+                     '--device=cpu', '--dtype=float32', '--compile=False', '--n_layer=1', '--n_head=2', '--n_embd=32',
+                     '--block_size=64', '--batch_size=2', '--gradient_accumulation_steps=1', '--max_iters=1',
+                     '--eval_iters=1', '--log_interval=1').stdout
+    assert 'iter 1: loss' in out
+    if os.path.isfile(os.path.join(REPO, 'data', 'hellaswag', 'val.jsonl')):  # this tree has it: it is scored
+        assert 'hellaswag acc_norm' in out
+    else:
+        notes = [line for line in out.splitlines() if 'HellaSwag' in line]
+        assert notes == ["HellaSwag is not scored: " + os.path.join(REPO, 'data', 'hellaswag', 'val.jsonl') +
+                         " not found (`python data/hellaswag/prepare.py` writes it)"], out
