@@ -267,7 +267,8 @@ def main():
     WORK = tempfile.mkdtemp(prefix='gpu-check-') if own_dir else os.path.abspath(work_dir)
     os.makedirs(WORK, exist_ok=True)
     TRAIN = [f'--dataset={WORK}/shakespeare', *MODEL, f'--device={device}', *precision, '--compile=False',
-             f'--batch_size={batch}', '--gradient_accumulation_steps=1', f'--eval_interval={ITERS // 2}', '--eval_iters=4', '--log_interval=1',
+             f'--batch_size={batch}', '--gradient_accumulation_steps=1', f'--eval_interval={ITERS // 2}',
+             '--eval_iters=4', '--log_interval=1',
              '--warmup_iters=5', '--learning_rate=6e-4', '--min_lr=6e-5', f'--lr_decay_iters={ITERS}',
              '--always_save_checkpoint=True']
     mb = (16, 32, 64) if gpu else (2,)
