@@ -7,9 +7,11 @@ bf16 instructions on ARM) trains bf16 autocast several times faster than float32
 (AVX2-class: most laptops, AMD before Zen 4) torch emulates bf16 matmuls in a slow scalar kernel, about 100x
 slower than float32, so 'auto' means float32 there.
 """
+import ctypes
 import functools
 import os
 import re
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -221,6 +223,28 @@ def probe_peak(time_matmul, start_n=128, max_n=2048, call_s=0.01, budget_s=0.25,
     return 2 * n ** 3 / max(best, 1e-12), n, reps + 1
 
 
+PR_SET_PDEATHSIG = 1  # prctl's request for a signal when the parent dies (linux/prctl.h)
+LAUNCHER_DEATH_DELAY = 'GPT_TEST_LAUNCHER_DEATH_DELAY'  # tests: seconds to wait before the request, a race widened
+
+
+def stop_with_launcher():
+    """A torchrun worker asks Linux for SIGTERM when its launcher dies. A launcher killed with SIGKILL cannot
+    stop its workers itself: orphaned, they would train on and hold out_dir's lock; with the signal they stop as
+    at any SIGTERM (loop.GracefulStop: save, exit). Elsewhere (macOS, Windows) there is no such request."""
+    if not sys.platform.startswith('linux'):
+        return
+    launcher = os.getppid()
+    if os.environ.get(LAUNCHER_DEATH_DELAY):
+        print(f"waiting {os.environ[LAUNCHER_DEATH_DELAY]} s before asking for the launcher's death signal",
+              file=sys.stderr, flush=True)
+        time.sleep(float(os.environ[LAUNCHER_DEATH_DELAY]))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl(PR_SET_PDEATHSIG): {os.strerror(ctypes.get_errno())}")
+    if os.getppid() != launcher:  # it died before the request: no signal will come, so send it now
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def init_distributed(device, backend='auto'):
     """Under torchrun (RANK set): this process's (rank, local_rank, world_size, device) after joining the process
     group (backend 'auto': nccl on CUDA, gloo on CPU), each process on its own GPU. Otherwise (0, 0, 1, device).
@@ -228,6 +252,7 @@ def init_distributed(device, backend='auto'):
     if int(os.environ.get('RANK', -1)) == -1:
         return 0, 0, 1, device
     rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
+    stop_with_launcher()
     if device.startswith('cuda'):
         device = f'cuda:{local_rank}'
         torch.cuda.set_device(device)

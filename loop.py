@@ -118,23 +118,29 @@ class RunLog:
     """A run's records, one JSON object per line of `path` (out_dir/log.jsonl), and to wandb when given
     wandb=(project, run_name, config). keep_before=N starts the file over with only the records of
     iterations below N: 0 for a new run, iter_num for a resumed one, which replays its iterations from
-    there (so a plot of the log never loops back); None appends to what is there (train.py's eval_only)."""
+    there (so a plot of the log never loops back); None appends to what is there (train.py's eval_only).
+    The file is cut back only at the first write, together with that record: a run that fails before it
+    has a record of its own leaves the log as it found it, matching the checkpoint it also left alone."""
 
     def __init__(self, path, keep_before=None, wandb=None):
         self.path = path
-        if keep_before is not None:
-            kept = []
-            if os.path.exists(path):
-                with open(path) as f:
-                    kept = [line for line in f if line.strip() and json.loads(line).get('iter', -1) < keep_before]
-            with open(path + '.tmp', 'w') as f:
-                f.writelines(kept)
-            os.replace(path + '.tmp', path)
+        self.keep_before = keep_before
         self.wandb = init_wandb(*wandb) if wandb else None
 
     def write(self, record):
-        with open(self.path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
+        line = json.dumps(record) + '\n'
+        if self.keep_before is None:
+            with open(self.path, 'a') as f:
+                f.write(line)
+        else:  # the first record: the kept ones and it replace the file at once (a temporary file, renamed)
+            kept = []
+            if os.path.exists(self.path):
+                with open(self.path) as f:
+                    kept = [k for k in f if k.strip() and json.loads(k).get('iter', -1) < self.keep_before]
+            with open(self.path + '.tmp', 'w') as f:
+                f.writelines(kept + [line])
+            os.replace(self.path + '.tmp', self.path)
+            self.keep_before = None
         if self.wandb is not None:
             self.wandb.log(record)
 
