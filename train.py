@@ -122,8 +122,6 @@ from model import RECIPE_FIELDS  # noqa: E402
 from tokenizer import dataset_dir, for_dataset  # noqa: E402
 
 # various inits, derived attributes, I/O setup
-if not eval_only:  # a new run must not overwrite a trained model: resume it, or pick another out_dir
-    check_new_run(out_dir, init_from, overwrite)
 distributed = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
 ddp, fsdp = distributed and parallelism == 'ddp', distributed and parallelism == 'fsdp'
 if fsdp:
@@ -148,6 +146,8 @@ if fsdp and optimizer == 'muon':  # Newton-Schulz needs each whole matrix, which
 if fsdp and eval_hellaswag:
     raise UserError("--eval_hellaswag=True does not run under --parallelism=fsdp yet: score the saved checkpoints "
                     "with eval_tasks.py (under torchrun too), or train with --parallelism=ddp")
+if not eval_only:  # a new run must not overwrite a trained model: resume it, or pick another out_dir
+    check_new_run(out_dir, init_from, overwrite)
 rank, local_rank, world_size, device = hardware.init_distributed(hw.device, backend)  # one process: 0, 0, 1
 master_process = rank == 0  # this process will do logging, checkpointing etc.
 micro_steps = gradient_accumulation_steps // world_size  # per process, per optimizer step
