@@ -5,6 +5,7 @@ Reinforcement learning from a reward: PPO with a KL leash to the starting model,
 $ python data/shakespeare_char/prepare.py
 $ python train.py config/train_shakespeare_char_cpu.py      # the starting model
 $ python rlhf.py config/rlhf_happy_shakespeare.py           # PPO toward cheerful text, then an evaluation
+$ python rlhf.py config/rlhf_happy_shakespeare.py --init_from=resume  # go on after a stop (Ctrl-C, SIGTERM)
 $ python rlhf.py config/rlhf_happy_shakespeare.py --eval_only=True   # evaluate the saved policy again
 
 Summarization from human feedback (Stiennon et al. 2020), PPO from an SFT model against a reward model:
