@@ -40,8 +40,9 @@ from rewards import RewardModel, get_reward, rouge_l
 # -----------------------------------------------------------------------------
 # I/O
 out_dir = 'out-rlhf'
-init_from = 'out-shakespeare-char-cpu'  # the starting policy: an out_dir holding ckpt.pt, a GPT-2 name or a local HF dir;
-# 'resume' continues the run in out_dir (from the start it recorded)
+# the starting policy: an out_dir holding ckpt.pt, a GPT-2 name or a local HF dir; 'resume' continues the run in
+# out_dir (against the start it recorded)
+init_from = 'out-shakespeare-char-cpu'
 eval_only = False  # if True, only evaluate out_dir/ckpt.pt against init_from
 overwrite = False  # if True, a new run (init_from not 'resume') may replace the policy already in out_dir
 log_interval = 1

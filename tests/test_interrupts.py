@@ -282,7 +282,7 @@ def test_workers_stop_and_save_when_the_torchrun_launcher_is_killed(shakespeare_
     n = stopped_at + 2
     proc = subprocess.run(TORCHRUN + [f'--out_dir={tmp_path}', '--init_from=resume', f'--max_iters={n}',
                                       f'--lr_decay_iters={n}', f'--eval_interval={n}'],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, env=script_env())
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=script_env(), check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == n
 

@@ -282,7 +282,8 @@ def test_a_shape_setting_that_contradicts_the_checkpoint_is_refused(shakespeare_
     config.write_text('bias = True\nrotary = True\n')
     proc = run_script('train.py', str(config), '--dataset=shakespeare_char', f'--out_dir={out}', *TINY,
                       '--init_from=resume', '--max_iters=8', check=False)
-    assert_one_line_error(proc, 'bias=False, rotary=False', f'bias=True (from {config})', f'rotary=True (from {config})')
+    assert_one_line_error(proc, 'bias=False, rotary=False', f'bias=True (from {config})',
+                          f'rotary=True (from {config})')
     proc = train(out, '--init_from=resume', '--max_iters=8', '--block_size=16', check=False)  # no cropping on resume
     assert_one_line_error(proc, 'block_size=32', 'block_size=16 (from --block_size=16)')
     assert (out / 'ckpt.pt').read_bytes() == before
@@ -292,7 +293,8 @@ def test_a_shape_setting_that_contradicts_the_checkpoint_is_refused(shakespeare_
                '--eval_iters=2', '--max_iters=6', '--eval_interval=6')
     ckpt = load_checkpoint(str(out / 'ckpt.pt'))
     assert ckpt['iter_num'] == 6
-    assert all(ckpt['config'][k] == ckpt['model_args'][k] for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias'))
+    shape = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')
+    assert all(ckpt['config'][k] == ckpt['model_args'][k] for k in shape)
     # a new run from the checkpoint may still crop its context
     train(tmp_path / 'ft', f'--init_from={out}', '--block_size=16', '--max_iters=2', '--eval_interval=2')
     ft = load_checkpoint(str(tmp_path / 'ft' / 'ckpt.pt'))
