@@ -224,27 +224,32 @@ def probe_peak(time_matmul, start_n=128, max_n=2048, call_s=0.01, budget_s=0.25,
 
 
 PR_SET_PDEATHSIG = 1  # prctl's request for a signal when the parent dies (linux/prctl.h)
-LAUNCHER_DEATH_DELAY = 'GPT_TEST_LAUNCHER_DEATH_DELAY'  # tests: seconds to wait before the request, a race widened
+LAUNCHER_DEATH_WAIT = 'GPT_TEST_LAUNCHER_DEATH_WAIT'  # tests: hold the race window open until the launcher dies
+# not SIGTERM: the kernel sends it once for each thread of the launcher as they exit, and a second SIGTERM means
+# "stop at once" (loop.GracefulStop, which takes this one as a stop request however often it comes)
+LAUNCHER_DEATH_SIGNAL = signal.SIGUSR2
 
 
 def stop_with_launcher():
-    """A torchrun worker asks Linux for SIGTERM when its launcher dies. A launcher killed with SIGKILL cannot
-    stop its workers itself: orphaned, they would train on and hold out_dir's lock; with the signal they stop as
-    at any SIGTERM (loop.GracefulStop: save, exit). Elsewhere (macOS, Windows) there is no such request."""
+    """A torchrun worker asks Linux for LAUNCHER_DEATH_SIGNAL when its launcher dies. A launcher killed with
+    SIGKILL cannot stop its workers itself: orphaned, they would train on and hold out_dir's lock; with the signal
+    they stop as at a SIGTERM (loop.GracefulStop: save, exit; before it is installed, the signal ends the process).
+    Elsewhere (macOS, Windows) there is no such request."""
     if not sys.platform.startswith('linux'):
         return
     launcher = os.getppid()
-    if os.environ.get(LAUNCHER_DEATH_DELAY):
-        print(f"waiting {os.environ[LAUNCHER_DEATH_DELAY]} s before asking for the launcher's death signal",
-              file=sys.stderr, flush=True)
-        time.sleep(float(os.environ[LAUNCHER_DEATH_DELAY]))
+    if os.environ.get(LAUNCHER_DEATH_WAIT):  # (up to that many seconds)
+        print("waiting for the launcher to die before asking for its death signal", file=sys.stderr, flush=True)
+        deadline = time.time() + float(os.environ[LAUNCHER_DEATH_WAIT])
+        while os.getppid() == launcher and time.time() < deadline:
+            time.sleep(0.05)
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:  # refused (a sandbox): train on without it
+    if libc.prctl(PR_SET_PDEATHSIG, LAUNCHER_DEATH_SIGNAL, 0, 0, 0) != 0:  # refused (a sandbox): train on without it
         print(f"warning: prctl(PR_SET_PDEATHSIG) failed ({os.strerror(ctypes.get_errno())}): this worker will not "
               f"stop by itself if its launcher is killed", file=sys.stderr, flush=True)
         return
     if os.getppid() != launcher:  # it died before the request: no signal will come, so send it now
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), LAUNCHER_DEATH_SIGNAL)
 
 
 def init_distributed(device, backend='auto'):

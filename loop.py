@@ -14,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 import torch
 
+import hardware
 from configurator import UserError
 from dataloader import eval_batch, to_device
 
@@ -167,12 +168,19 @@ class GracefulStop:
     """The first Ctrl-C or SIGTERM (a scheduler pre-empting the job) sets `signum` instead of killing the
     process, so a training loop can finish its step (or cut an evaluation short), save, and exit (train.py,
     rlhf.py): no work is lost. A second one stops at once (SystemExit 130: no traceback, `finally` blocks
-    run); checkpoints are written atomically, so the last one on disk stays whole."""
+    run); checkpoints are written atomically, so the last one on disk stays whole. A torchrun worker whose
+    launcher died gets hardware.LAUNCHER_DEATH_SIGNAL from the kernel, repeated: that is one stop request."""
 
     def __init__(self):
         self.signum = None
         signal.signal(signal.SIGINT, self._request)
         signal.signal(signal.SIGTERM, self._request)
+        signal.signal(hardware.LAUNCHER_DEATH_SIGNAL, self._launcher_died)
+
+    def _launcher_died(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+            print("\nthe torchrun launcher died: stopping after the current step", file=sys.stderr, flush=True)
 
     def _request(self, signum, frame):
         if self.signum is not None:

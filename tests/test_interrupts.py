@@ -269,13 +269,16 @@ def test_workers_stop_and_save_when_the_torchrun_launcher_is_killed(shakespeare_
     # and stop as at any SIGTERM, saving first, instead of training on as orphans that hold out_dir's lock
     proc = subprocess.Popen(TORCHRUN + [f'--out_dir={tmp_path}', '--max_iters=1000000', '--lr_decay_iters=1000000',
                                         '--eval_interval=1000000'],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=script_env())
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
     wait_for_line(proc, 'iter 3:')
     workers = [worker_pid(proc.pid, rank) for rank in (0, 1)]
     proc.kill()
     assert proc.wait() == -signal.SIGKILL
     assert not wait_gone(workers, 30), 'the workers trained on after their launcher was killed'
-    out = proc.stdout.read()
+    out, err = proc.stdout.read(), proc.stderr.read()
+    # (the kernel signals once per thread of the dying launcher: one stop request, not a second "stop at once")
+    assert err.count('the torchrun launcher died: stopping after the current step') == 2, err[-3000:]
+    assert 'stopped at once' not in err and 'Traceback' not in err, err[-3000:]
     stopped_at = torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num']
     assert f'saving checkpoint to {tmp_path}/ckpt.pt (interrupted at iter {stopped_at})' in out, out[-3000:]
     # the out_dir is free again, and the run resumes from where it stopped
@@ -288,13 +291,16 @@ def test_workers_stop_and_save_when_the_torchrun_launcher_is_killed(shakespeare_
 
 
 def test_workers_stop_when_the_launcher_died_before_they_asked_for_its_death_signal(shakespeare_char, tmp_path):
-    # a hook holds each worker between reading its parent's pid and PR_SET_PDEATHSIG: the launcher dies in that
-    # window, no signal can come, and the worker must see its new parent and stop by itself
+    # a hook holds each worker between reading its parent's pid and PR_SET_PDEATHSIG until the launcher is dead: no
+    # signal can come then, and the worker must see its new parent and stop by itself
     proc = subprocess.Popen(TORCHRUN + [f'--out_dir={tmp_path}', '--max_iters=1000000'], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=script_env({'GPT_TEST_LAUNCHER_DEATH_DELAY': '3'}))
-    wait_for_line(proc, "before asking for the launcher's death signal")
-    wait_for_line(proc, "before asking for the launcher's death signal")
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=script_env({'GPT_TEST_LAUNCHER_DEATH_WAIT': '60'}))
+    said = ''  # both workers say so (their lines may interleave): then both are in the window
+    while said.count("before asking for its death signal") < 2:
+        line = proc.stderr.readline()
+        assert line, said
+        said += line
     workers = [worker_pid(proc.pid, rank) for rank in (0, 1)]
     proc.kill()
     proc.wait()
