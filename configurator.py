@@ -119,11 +119,16 @@ def parse_value(text):
         return text
 
 
+given = {}  # key -> where the last configure() call got it ('--key=value' or a config file's path)
+
+
 def configure(scope, argv=None, verbose=True):
-    """Apply config files and --key=value arguments to the dict `scope` (a script's globals())."""
+    """Apply config files and --key=value arguments to the dict `scope` (a script's globals()). Which keys
+    were set, and by what, is left in `given`: a script can then tell a user's setting from its default."""
     install_error_hook()
     argv = sys.argv[1:] if argv is None else argv
     keys = _settable_keys(scope)
+    given.clear()
     for arg in argv:
         if arg.startswith('--'):
             key, eq, text = arg[2:].partition('=')
@@ -131,6 +136,7 @@ def configure(scope, argv=None, verbose=True):
                 raise UserError(f"argument '{arg}' must look like --key=value")
             _check_key(key, keys, arg)
             scope[key] = _coerce(key, parse_value(text), scope[key], arg)
+            given[key] = arg
             if verbose:
                 print(f"Overriding: {key} = {scope[key]!r}")
         else:
@@ -151,6 +157,7 @@ def configure(scope, argv=None, verbose=True):
                     continue
                 _check_key(key, keys, path)
                 scope[key] = _coerce(key, value, scope[key], path)
+                given[key] = path
     return {k: scope[k] for k in sorted(keys)}
 
 

@@ -14,10 +14,12 @@ exception is a half-precision run where bf16 is emulated: its Muon iteration sta
 GPT_CPU_BF16=native or =emulated in the environment stands in for torch's report of the CPU's bf16, so one machine
 can show (and the tests check) what every capability-dependent path does on the other kind of CPU.
 """
+import ctypes
 import functools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -376,6 +378,35 @@ def probe_peak(time_matmul, start_n=128, max_n=2048, call_s=0.01, budget_s=0.25,
     return best_rate, best_n, reps + 1
 
 
+PR_SET_PDEATHSIG = 1  # prctl's request for a signal when the parent dies (linux/prctl.h)
+LAUNCHER_DEATH_WAIT = 'GPT_TEST_LAUNCHER_DEATH_WAIT'  # tests: hold the race window open until the launcher dies
+# not SIGTERM: the kernel sends it once for each thread of the launcher as they exit, and a second SIGTERM means
+# "stop at once" (loop.GracefulStop, which takes this one as a stop request however often it comes)
+LAUNCHER_DEATH_SIGNAL = signal.SIGUSR2
+
+
+def stop_with_launcher():
+    """A torchrun worker asks Linux for LAUNCHER_DEATH_SIGNAL when its launcher dies. A launcher killed with
+    SIGKILL cannot stop its workers itself: orphaned, they would train on and hold out_dir's lock; with the signal
+    they stop as at a SIGTERM (loop.GracefulStop: save, exit; before it is installed, the signal ends the process).
+    Elsewhere (macOS, Windows) there is no such request."""
+    if not sys.platform.startswith('linux'):
+        return
+    launcher = os.getppid()
+    if os.environ.get(LAUNCHER_DEATH_WAIT):  # (up to that many seconds)
+        print("waiting for the launcher to die before asking for its death signal", file=sys.stderr, flush=True)
+        deadline = time.time() + float(os.environ[LAUNCHER_DEATH_WAIT])
+        while os.getppid() == launcher and time.time() < deadline:
+            time.sleep(0.05)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, LAUNCHER_DEATH_SIGNAL, 0, 0, 0) != 0:  # refused (a sandbox): train on without it
+        print(f"warning: prctl(PR_SET_PDEATHSIG) failed ({os.strerror(ctypes.get_errno())}): this worker will not "
+              f"stop by itself if its launcher is killed", file=sys.stderr, flush=True)
+        return
+    if os.getppid() != launcher:  # it died before the request: no signal will come, so send it now
+        os.kill(os.getpid(), LAUNCHER_DEATH_SIGNAL)
+
+
 def init_distributed(device, backend='auto'):
     """Under torchrun (RANK set): this process's (rank, local_rank, world_size, device) after joining the process
     group (backend 'auto': nccl on CUDA, gloo on CPU), each process on its own GPU. Otherwise (0, 0, 1, device).
@@ -383,6 +414,7 @@ def init_distributed(device, backend='auto'):
     if int(os.environ.get('RANK', -1)) == -1:
         return 0, 0, 1, device
     rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
+    stop_with_launcher()
     if device.startswith('cuda'):
         device = this_ranks_device(device)  # setup() has made it current already
     torch.distributed.init_process_group(backend=backend if backend != 'auto' else

@@ -14,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 import torch
 
+import hardware
 from configurator import UserError
 from dataloader import eval_batch, to_device
 
@@ -123,18 +124,13 @@ class RunLog:
     iterations below N: 0 for a new run, iter_num for a resumed one, which replays its iterations from
     there (so a plot of the log never loops back); None appends to what is there (train.py's eval_only).
     wandb_run_id (a resumed run's, from its ckpt.pt) continues that wandb run instead of starting one;
-    the id this log writes to is self.wandb_run_id, for the checkpoint."""
+    the id this log writes to is self.wandb_run_id, for the checkpoint. The file is cut back only at the first
+    write, together with that record: a run that fails before it has a record of its own leaves the log as it
+    found it, matching the checkpoint it also left alone."""
 
     def __init__(self, path, keep_before=None, wandb=None, wandb_run_id=None):
         self.path = path
-        if keep_before is not None:
-            kept = []
-            if os.path.exists(path):
-                with open(path) as f:
-                    kept = [line for line in f if line.strip() and json.loads(line).get('iter', -1) < keep_before]
-            with open(path + '.tmp', 'w') as f:
-                f.writelines(kept)
-            os.replace(path + '.tmp', path)
+        self.keep_before = keep_before
         self.wandb_run, self.wandb_run_id = None, None
         if wandb:
             project, run_name, config = wandb
@@ -146,8 +142,19 @@ class RunLog:
             self.wandb_first_step = self.wandb_run.step
 
     def write(self, record):
-        with open(self.path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
+        line = json.dumps(record) + '\n'
+        if self.keep_before is None:
+            with open(self.path, 'a') as f:
+                f.write(line)
+        else:  # the first record: the kept ones and it replace the file at once (a temporary file, renamed)
+            kept = []
+            if os.path.exists(self.path):
+                with open(self.path) as f:
+                    kept = [k for k in f if k.strip() and json.loads(k).get('iter', -1) < self.keep_before]
+            with open(self.path + '.tmp', 'w') as f:
+                f.writelines(kept + [line])
+            os.replace(self.path + '.tmp', self.path)
+            self.keep_before = None
         if self.wandb_run is not None and record['iter'] >= self.wandb_first_step:
             self.wandb_run.log(record, step=record['iter'])
 
@@ -175,12 +182,19 @@ class GracefulStop:
     """The first Ctrl-C or SIGTERM (a scheduler pre-empting the job) sets `signum` instead of killing the
     process, so a training loop can finish its step (or cut an evaluation short), save, and exit (train.py,
     rlhf.py): no work is lost. A second one stops at once (SystemExit 130: no traceback, `finally` blocks
-    run); checkpoints are written atomically, so the last one on disk stays whole."""
+    run); checkpoints are written atomically, so the last one on disk stays whole. A torchrun worker whose
+    launcher died gets hardware.LAUNCHER_DEATH_SIGNAL from the kernel, repeated: that is one stop request."""
 
     def __init__(self):
         self.signum = None
         signal.signal(signal.SIGINT, self._request)
         signal.signal(signal.SIGTERM, self._request)
+        signal.signal(hardware.LAUNCHER_DEATH_SIGNAL, self._launcher_died)
+
+    def _launcher_died(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+            print("\nthe torchrun launcher died: stopping after the current step", file=sys.stderr, flush=True)
 
     def _request(self, signum, frame):
         if self.signum is not None:

@@ -112,15 +112,35 @@ class RewardModel:
         self.model.to(device).eval()
         self.tokenizer = tokenizer_for(checkpoint)
         self.reduction = checkpoint.get('reward_reduction', 'sum')  # checkpoints from before 'last' summed
+        self.out_dir = out_dir
         self.batch_size = batch_size
         self.truncated = 0
+
+    def check_reads(self, tokenizer, writer):
+        """A UserError, before any work, when texts of `tokenizer`'s vocabulary (the policy's, named `writer`) can
+        hold characters this reward model's character vocabulary lacks: scoring would fail at the first one."""
+        if self.tokenizer.name != 'char':
+            return  # GPT-2 BPE encodes any text
+        if tokenizer.name != 'char':
+            lacks = f"the {tokenizer.name} text that {writer} writes"
+        else:
+            missing = sorted(set(tokenizer.meta['itos'].values()) - set(self.tokenizer.meta['stoi']))
+            if not missing:
+                return
+            lacks = f"{len(missing)} of the characters {writer} writes ({''.join(missing)[:20]!r})"
+        raise UserError(f"the reward model {self.out_dir} reads a {self.tokenizer.vocab_size}-character vocabulary, "
+                        f"which lacks {lacks}: train the reward model on the policy's vocabulary "
+                        f"(train_reward.py --init_from=<the policy>), or pick a policy of its vocabulary")
 
     @torch.no_grad()
     def __call__(self, texts, prompts):
         block_size = self.model.gpt.config.block_size
         pairs = []
         for text, prompt in zip(texts, prompts, strict=True):
-            prompt_ids, ids, cut = encode_completion(self.tokenizer, prompt, text, self.reduction, block_size)
+            try:
+                prompt_ids, ids, cut = encode_completion(self.tokenizer, prompt, text, self.reduction, block_size)
+            except UserError as e:
+                raise UserError(f"the reward model {self.out_dir}: {e}") from None
             self.truncated += cut > 0
             pairs.append((prompt_ids, ids))
         # an empty completion summed over no tokens scores 0 ('last' reads its end-of-text, or the prompt's end)

@@ -5,6 +5,7 @@ Reinforcement learning from a reward: PPO with a KL leash to the starting model,
 $ python data/shakespeare_char/prepare.py
 $ python train.py config/train_shakespeare_char_cpu.py      # the starting model
 $ python rlhf.py config/rlhf_happy_shakespeare.py           # PPO toward cheerful text, then an evaluation
+$ python rlhf.py config/rlhf_happy_shakespeare.py --init_from=resume  # go on after a stop (Ctrl-C, SIGTERM)
 $ python rlhf.py config/rlhf_happy_shakespeare.py --eval_only=True   # evaluate the saved policy again
 
 Summarization from human feedback (Stiennon et al. 2020), PPO from an SFT model against a reward model:
@@ -31,8 +32,8 @@ import dataloader
 import hardware
 import loop
 import ppo
-from checkpoint import (check_vocabulary, claim_out_dir, load_model, make_checkpoint, save_checkpoint, tokenizer_for,
-                        trained_dataset)
+from checkpoint import (check_new_run, check_vocabulary, claim_out_dir, load_checkpoint, load_model, make_checkpoint,
+                        save_checkpoint, tokenizer_for, trained_dataset)
 from configurator import UserError, configure, require_positive
 from data.common import read_jsonl
 from rewards import RewardModel, get_reward, rouge_l
@@ -40,8 +41,11 @@ from rewards import RewardModel, get_reward, rouge_l
 # -----------------------------------------------------------------------------
 # I/O
 out_dir = 'out-rlhf'
-init_from = 'out-shakespeare-char-cpu'  # the starting policy: an out_dir holding ckpt.pt, a GPT-2 name or a local HF dir
+# the starting policy: an out_dir holding ckpt.pt, a GPT-2 name or a local HF dir; 'resume' continues the run in
+# out_dir (against the start it recorded)
+init_from = 'out-shakespeare-char-cpu'
 eval_only = False  # if True, only evaluate out_dir/ckpt.pt against init_from
+overwrite = False  # if True, a new run (init_from not 'resume') may replace the policy already in out_dir
 log_interval = 1
 save_interval = 50  # also save ckpt.pt every this many iterations (0 = only at the end)
 wandb_log = False
@@ -105,9 +109,23 @@ if normalize_reward not in ('auto', 'always', 'never'):
     raise UserError(f"normalize_reward must be 'auto', 'always' or 'never', got '{normalize_reward}'")
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
+if not eval_only:  # a new run must not overwrite a trained policy: resume it, or pick another out_dir
+    check_new_run(out_dir, init_from, overwrite)
 reward_fn = get_reward(reward, device, reward_batch_size)  # first: a misspelt reward should not wait for the models
 if wandb_log:
     loop.import_wandb()  # a missing wandb is one line before any work
+
+# a resumed run goes on from out_dir/ckpt.pt (policy, value head, optimizers, KL coefficient, reward normalization,
+# iteration, random state), against the reference it started from, which the checkpoint's config names
+resumed = None
+if init_from == 'resume':
+    resumed = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
+    if 'value_optimizer' not in resumed and not eval_only:
+        raise UserError(f"{out_dir}/ckpt.pt holds no PPO run to resume (no value head optimizer: a language model, "
+                        f"or a policy saved before rlhf.py could resume): start a new run from it into another "
+                        f"--out_dir with --init_from={out_dir}")
+    init_from = config['init_from'] = resumed['config']['init_from']
+    print(f"resuming {out_dir}/ckpt.pt (iteration {resumed['iter_num']}), started from {init_from}")
 
 
 # the starting model, frozen as the reference, and the policy (a copy of it with a value head)
@@ -121,6 +139,13 @@ if eval_only:
     model = ppo.ScalarHeadGPT(load_model('resume', out_dir, dropout=0.0)[0])
 else:
     model = ppo.ScalarHeadGPT(copy.deepcopy(reference).requires_grad_(True))
+    if resumed is not None:
+        try:
+            model.gpt.load_state_dict(resumed['model'])
+            model.head.load_state_dict(resumed['scalar_head'])
+        except RuntimeError as e:
+            raise UserError(f"{out_dir}/ckpt.pt does not fit the model it started from, {init_from} (replaced since?): "
+                            f"{str(e).splitlines()[0]}") from None
 model.to(device)
 block_size = reference.config.block_size
 
@@ -177,6 +202,8 @@ elif prompt_len + max_new_tokens > block_size:
     raise UserError(f"a prompt of prompt_len={prompt_len} tokens plus max_new_tokens={max_new_tokens} is longer than "
                     f"the model's context of {block_size}: lower prompt_len or max_new_tokens")
 eval_prompts, eval_references = read_prompt_file(eval_prompt_file) if eval_prompt_file else (None, None)
+if isinstance(reward_fn, RewardModel):  # it must read every text the policy can write, checked before any work
+    reward_fn.check_reads(tokenizer, f"the policy ({init_from})")
 
 
 def draw_prompts(count, split, generator):
@@ -345,10 +372,19 @@ if eval_only:
 optimizer = model.gpt.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 value_optimizer = torch.optim.AdamW(model.head.parameters(), lr=learning_rate, betas=(beta1, beta2), weight_decay=0.0)
 kl_ctl = ppo.AdaptiveKLController(init_kl_coef, target_kl, kl_horizon)
-out_dir_lock = claim_out_dir(out_dir)  # writable, and no second run writing it
-log = loop.RunLog(os.path.join(out_dir, 'log.jsonl'), keep_before=0,
-                  wandb=(wandb_project, wandb_run_name, config) if wandb_log else None)
 best_val_loss = (start_checkpoint or {}).get('best_val_loss', 1e9)
+reward_shift, reward_scale = 0.0, 1.0
+start_iter = 0
+if resumed is not None:
+    optimizer.load_state_dict(resumed['optimizer'])
+    value_optimizer.load_state_dict(resumed['value_optimizer'])
+    kl_ctl.value = resumed['kl_coef']
+    reward_shift, reward_scale = resumed['reward_normalization']['mean'], resumed['reward_normalization']['std']
+    best_val_loss, start_iter = resumed['best_val_loss'], resumed['iter_num']
+# everything is checked: only now is out_dir written to (and its log.jsonl only at this run's first record)
+out_dir_lock = claim_out_dir(out_dir)  # writable, and no second run writing it
+log = loop.RunLog(os.path.join(out_dir, 'log.jsonl'), keep_before=start_iter + 1,
+                  wandb=(wandb_project, wandb_run_name, config) if wandb_log else None)
 
 
 def save(iter_num):
@@ -356,13 +392,28 @@ def save(iter_num):
     sample.py builds a plain GPT from 'model'."""
     save_checkpoint(make_checkpoint(model.gpt, optimizer, iter_num, best_val_loss, config, tokenizer,
                                     scalar_head=model.head.state_dict(), scalar_head_role='value',
-                                    kl_coef=kl_ctl.value,
-                                    reward_normalization={'mean': reward_shift, 'std': reward_scale}),
+                                    kl_coef=kl_ctl.value, value_optimizer=value_optimizer.state_dict(),
+                                    reward_normalization={'mean': reward_shift, 'std': reward_scale},
+                                    rng=random_state()),
                     os.path.join(out_dir, 'ckpt.pt'))
 
 
-reward_shift, reward_scale = 0.0, 1.0
-if normalize_reward == 'always' or (normalize_reward == 'auto' and isinstance(reward_fn, RewardModel)):
+def random_state():
+    """Where the random streams stand (the prompts' numpy generator; torch's, which samples and shuffles): a
+    resumed run draws on from here exactly as the uninterrupted run would have."""
+    state = {'numpy': rng.bit_generator.state, 'torch': torch.get_rng_state()}
+    if device_type == 'cuda':
+        state['cuda'] = torch.cuda.get_rng_state(device)
+    return state
+
+
+if resumed is not None:
+    rng.bit_generator.state = resumed['rng']['numpy']
+    torch.set_rng_state(resumed['rng']['torch'])
+    if device_type == 'cuda' and 'cuda' in resumed['rng']:
+        torch.cuda.set_rng_state(resumed['rng']['cuda'], device)
+    print(f"PPO resumed at iteration {start_iter} of {max_iters}")
+elif normalize_reward == 'always' or (normalize_reward == 'auto' and isinstance(reward_fn, RewardModel)):
     reward_shift, reward_scale = reward_statistics(2 * batch_size)
     print(f"the reward on {2 * batch_size} samples of the start: mean {reward_shift:.4f}, std {reward_scale:.4f}; "
           f"PPO sees (reward - mean) / std")
@@ -370,7 +421,7 @@ print(f"PPO from {init_from} with reward '{reward}': {max_iters} iterations of {
       f"of {max_new_tokens} tokens")
 start_time = time.time()
 model.eval()
-for iter_num in range(1, max_iters + 1):
+for iter_num in range(start_iter + 1, max_iters + 1):
     t0 = time.time()
     lr = loop.get_lr(iter_num - 1, learning_rate=learning_rate, warmup_iters=0, lr_decay_iters=max_iters,
                      min_lr=min_lr, decay_lr=decay_lr)
@@ -390,8 +441,8 @@ for iter_num in range(1, max_iters + 1):
               f"value loss {vf_loss:.4f}, time {(time.time() - t0) * 1000:.0f}ms")
     if stopper.requested and iter_num < max_iters:
         save(iter_num)
-        print(f"stopped by signal after iteration {iter_num}: the policy so far is in {out_dir}/ckpt.pt; evaluate "
-              f"it with --eval_only=True --out_dir={out_dir}")
+        print(f"stopped by signal after iteration {iter_num}: the policy so far is in {out_dir}/ckpt.pt; go on with "
+              f"--init_from=resume --out_dir={out_dir}, or evaluate it with --eval_only=True --out_dir={out_dir}")
         raise SystemExit(130)
     if save_interval and iter_num % save_interval == 0 and iter_num < max_iters:
         save(iter_num)

@@ -23,6 +23,7 @@ import shlex
 import sys
 import time
 
+import configurator
 from configurator import UserError, configure, require, require_positive
 
 # -----------------------------------------------------------------------------
@@ -34,6 +35,7 @@ log_interval = 1
 eval_iters = 200
 eval_only = False  # if True, evaluate once and exit
 always_save_checkpoint = True  # if True, save a checkpoint after every eval, not only when val improves
+overwrite = False  # if True, a new run (init_from not 'resume') may replace the trained model already in out_dir
 init_from = 'scratch'  # 'scratch', 'resume', 'gpt2*', a local Hugging Face GPT-2 directory, or another run's out_dir
 eval_hellaswag = False  # also score HellaSwag (eval_tasks.py's multiple choice) at each eval, into log.jsonl
 hellaswag_file = ''  # '' = data/hellaswag/val.jsonl (python data/hellaswag/prepare.py), or a multiple-choice jsonl
@@ -113,8 +115,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 import dataloader  # noqa: E402
 import hardware  # noqa: E402
 import loop  # noqa: E402
-from checkpoint import (check_vocabulary, claim_out_dir, load_model, make_checkpoint, new_model,  # noqa: E402
-                        recorded_tokenizer, save_checkpoint, weights_are_finite)
+from checkpoint import (check_new_run, check_vocabulary, claim_out_dir, load_model, make_checkpoint,  # noqa: E402
+                        new_model, recorded_tokenizer, save_checkpoint, weights_are_finite)
 from eval_tasks import read_choices, score_choices  # noqa: E402
 from model import RECIPE_FIELDS  # noqa: E402
 from tokenizer import dataset_dir, for_dataset  # noqa: E402
@@ -144,6 +146,8 @@ if fsdp and eval_iters % int(os.environ['WORLD_SIZE']) != 0:  # every shard take
 if fsdp and optimizer == 'muon':  # Newton-Schulz needs each whole matrix, which FSDP splits over the ranks
     raise UserError("--optimizer=muon does not run under --parallelism=fsdp: train with --parallelism=ddp (or one "
                     "process), or with --optimizer=adamw")
+if not eval_only:  # a new run must not overwrite a trained model: resume it, or pick another out_dir
+    check_new_run(out_dir, init_from, overwrite)
 rank, local_rank, world_size, device = hardware.init_distributed(hw.device, backend)  # one process: 0, 0, 1
 master_process = rank == 0  # this process will do logging, checkpointing etc.
 micro_steps = gradient_accumulation_steps // world_size  # per process, per optimizer step
@@ -199,10 +203,30 @@ else:
         wandb_run_id = checkpoint.get('wandb_run_id')
     else:  # another run's weights start a new run: its optimizer state and iteration count are not this run's
         checkpoint = None
-    if block_size < model.config.block_size:  # e.g. GPT-2's 1024 cropped to a smaller context
+    # the model's shape is the checkpoint's: a shape setting the user gave (on the command line or in a config
+    # file) that contradicts it stops the run; left at its default, it takes the checkpoint's. A new run may crop
+    # the context (e.g. GPT-2's 1024 to a smaller block_size); a resumed one continues the model it saved
+    shape_keys = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', *RECIPE_FIELDS)
+    if 'block_size' not in configurator.given:
+        block_size = model.config.block_size
+    cropped = init_from != 'resume' and block_size < model.config.block_size
+    contradicting = [k for k in shape_keys if k in configurator.given and config[k] != getattr(model.config, k)
+                     and not (k == 'block_size' and cropped)]
+    if contradicting:
+        source = out_dir + '/ckpt.pt' if init_from == 'resume' else init_from
+        fix = ("a resumed run keeps its checkpoint's shape" if init_from == 'resume' else
+               "a finetuned model keeps the shape of the one it starts from (block_size may be smaller)")
+        raise UserError(f"{source} has {', '.join(f'{k}={getattr(model.config, k)!r}' for k in contradicting)}, "
+                        f"but {', '.join(f'{k}={config[k]!r} (from {configurator.given[k]})' for k in contradicting)}"
+                        f": {fix}; drop those settings, or train that shape from scratch into a new --out_dir")
+    if cropped:
         model.crop_block_size(block_size)
     elif block_size > model.config.block_size:
         raise UserError(f"block_size {block_size} is larger than the model's context {model.config.block_size}")
+    for k in shape_keys:  # the run's recorded config says the shape it trains, as model_args does
+        config[k] = globals()[k] = getattr(model.config, k)
+    tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+    data_dir = dataloader.check_dataset(dataset, block_size)
 vocab_size = model.config.vocab_size
 if meta_vocab_size is not None and meta_vocab_size > vocab_size:
     raise UserError(f"dataset '{dataset}' has {meta_vocab_size} tokens but the model's vocab_size is "
@@ -271,9 +295,10 @@ def diverged(what):
                      f"learning_rate or raise warmup_iters, then resume: {resume_command}")
 
 
-# out_dir/log.jsonl is the training curve, one record per eval (a resumed run first drops the records from
-# iter_num on, which it replays); --eval_only runs append to eval.jsonl instead, so a plot of the log never loops back.
-# With wandb, a resumed run logs to the wandb run of its checkpoint (an --eval_only run is a wandb run of its own)
+# out_dir/log.jsonl is the training curve, one record per eval (a resumed run drops the records from iter_num on,
+# which it replays, at its first record); --eval_only runs append to eval.jsonl instead, so a plot of the log never
+# loops back. With wandb, a resumed run logs to the wandb run of its checkpoint (an --eval_only run is a wandb run of
+# its own)
 if master_process:
     log = loop.RunLog(os.path.join(out_dir, 'eval.jsonl' if eval_only else 'log.jsonl'),
                       keep_before=None if eval_only else iter_num,

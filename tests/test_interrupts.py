@@ -239,3 +239,72 @@ def test_ddp_ranks_agree_on_a_stop_at_a_logging_step(shakespeare_char, tmp_path)
     # the ranks left through the stop (exit code 130, which the launcher reports as a failure; the last one out may
     # instead meet the launcher's own SIGTERM as it exits, the save being done by then)
     assert 'exitcode  : 130' in err, err[-3000:]
+
+
+def gone(pid):
+    """True once pid has exited (reaped, or a zombie its new parent has not reaped yet)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pids, timeout):
+    """The pids still running after up to timeout seconds; those are killed (no orphan outlives a failed test)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not all(gone(p) for p in pids):
+        time.sleep(0.2)
+    running = [p for p in pids if not gone(p)]
+    for p in running:
+        os.kill(p, signal.SIGKILL)
+    return running
+
+
+TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+            '--dataset=shakespeare_char', *TINY, '--parallelism=fsdp', '--gradient_accumulation_steps=2',
+            '--eval_iters=2']
+
+
+def test_workers_stop_and_save_when_the_torchrun_launcher_is_killed(shakespeare_char, tmp_path):
+    # kill -9 of torchrun cannot be forwarded by torchrun: its workers get SIGTERM from the kernel (PR_SET_PDEATHSIG)
+    # and stop as at any SIGTERM, saving first, instead of training on as orphans that hold out_dir's lock
+    proc = subprocess.Popen(TORCHRUN + [f'--out_dir={tmp_path}', '--max_iters=1000000', '--lr_decay_iters=1000000',
+                                        '--eval_interval=1000000'],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
+    wait_for_line(proc, 'iter 3:')
+    workers = [worker_pid(proc.pid, rank) for rank in (0, 1)]
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL
+    assert not wait_gone(workers, 30), 'the workers trained on after their launcher was killed'
+    out, err = proc.stdout.read(), proc.stderr.read()
+    # (the kernel signals once per thread of the dying launcher: one stop request, not a second "stop at once")
+    assert err.count('the torchrun launcher died: stopping after the current step') == 2, err[-3000:]
+    assert 'stopped at once' not in err and 'Traceback' not in err, err[-3000:]
+    stopped_at = torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num']
+    assert f'saving checkpoint to {tmp_path}/ckpt.pt (interrupted at iter {stopped_at})' in out, out[-3000:]
+    # the out_dir is free again, and the run resumes from where it stopped
+    n = stopped_at + 2
+    proc = subprocess.run(TORCHRUN + [f'--out_dir={tmp_path}', '--init_from=resume', f'--max_iters={n}',
+                                      f'--lr_decay_iters={n}', f'--eval_interval={n}'],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=script_env(), check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == n
+
+
+def test_workers_stop_when_the_launcher_died_before_they_asked_for_its_death_signal(shakespeare_char, tmp_path):
+    # a hook holds each worker between reading its parent's pid and PR_SET_PDEATHSIG until the launcher is dead: no
+    # signal can come then, and the worker must see its new parent and stop by itself
+    proc = subprocess.Popen(TORCHRUN + [f'--out_dir={tmp_path}', '--max_iters=1000000'], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=script_env({'GPT_TEST_LAUNCHER_DEATH_WAIT': '60'}))
+    said = ''  # both workers say so (their lines may interleave): then both are in the window
+    while said.count("before asking for its death signal") < 2:
+        line = proc.stderr.readline()
+        assert line, said
+        said += line
+    workers = [worker_pid(proc.pid, rank) for rank in (0, 1)]
+    proc.kill()
+    proc.wait()
+    assert not wait_gone(workers, 30), 'the workers went on without their launcher'
+    assert not (tmp_path / 'ckpt.pt').exists()

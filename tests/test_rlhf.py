@@ -267,3 +267,63 @@ def test_preference_data_with_an_unreachable_margin(tiny_start, tmp_path):
                check=False)
     assert_one_line_error(proc, 'min_margin=100.0', 'lower min_margin')
     assert not (tmp_path / 'train.jsonl').exists()
+
+
+# -----------------------------------------------------------------------------
+# resuming, and what a new run must not overwrite
+
+PPO_ARGS = ['--reward=count:e', '--normalize_reward=always', *FAST, '--max_iters=10', '--batch_size=8',
+            '--minibatch_size=4', '--prompt_len=4', '--max_new_tokens=8', '--save_interval=0', '--eval_samples=8']
+
+
+def test_a_stopped_ppo_run_resumes_exactly(tiny_start, tmp_path):
+    # the reward normalized ('always'), so its statistics come back from ckpt.pt too, not from fresh samples
+    args = [f'--init_from={tiny_start}', *PPO_ARGS]
+    run('rlhf.py', f'--out_dir={tmp_path / "full"}', *args)
+    part = tmp_path / 'part'
+    proc = subprocess.Popen([sys.executable, 'rlhf.py', f'--out_dir={part}', *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=script_env(ONE_THREAD))
+    for line in proc.stdout:  # SIGTERM as PPO starts: the run stops after its first iteration or so
+        if line.startswith('PPO from'):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and '--init_from=resume' in rest, rest + err
+    stopped_at = torch.load(part / 'ckpt.pt', weights_only=True)['iter_num']
+    assert 1 <= stopped_at < 10
+    # its own command again would start over from iteration 1 and replace the policy: refused, nothing touched
+    before = {f: (part / f).read_bytes() for f in ('ckpt.pt', 'log.jsonl')}
+    proc = run('rlhf.py', f'--out_dir={part}', *args, check=False)
+    assert_one_line_error(proc, f'{part}/ckpt.pt holds a trained model', '--init_from=resume', '--out_dir')
+    assert {f: (part / f).read_bytes() for f in before} == before
+    proc = run('rlhf.py', f'--out_dir={part}', *args, '--init_from=resume')
+    assert f'resuming {part}/ckpt.pt (iteration {stopped_at}), started from {tiny_start}' in proc.stdout
+    full, resumed = (torch.load(d / 'ckpt.pt', weights_only=True) for d in (tmp_path / 'full', part))
+    for key in ('model', 'scalar_head'):
+        assert full[key].keys() == resumed[key].keys()
+        assert all(torch.equal(full[key][k], resumed[key][k]) for k in full[key]), key
+    assert full['iter_num'] == resumed['iter_num'] == 10 and full['kl_coef'] == resumed['kl_coef']
+    assert full['reward_normalization'] == resumed['reward_normalization']
+    assert full['config']['init_from'] == resumed['config']['init_from'] == str(tiny_start)  # it can resume again
+    drop_time = lambda log: [{k: v for k, v in r.items() if k != 'elapsed_s'} for r in log]
+    assert drop_time(read_jsonl(part / 'log.jsonl')) == drop_time(read_jsonl(tmp_path / 'full' / 'log.jsonl'))
+
+
+def test_a_reward_model_of_another_vocabulary_fails_before_touching_out_dir(tiny_start, tmp_path):
+    # a reward model that reads 27 characters beside a policy that writes shakespeare_char's 65
+    from tokenizer import Tokenizer
+    letters = Tokenizer.char_from_text('abcdefghijklmnopqrstuvwxyz ')
+    rm = ppo.ScalarHeadGPT(GPT(GPTConfig(**{**TINY_ARGS, 'vocab_size': 27})))
+    save_checkpoint({'model': rm.gpt.state_dict(), 'model_args': {**TINY_ARGS, 'vocab_size': 27},
+                     'scalar_head': rm.head.state_dict(), 'scalar_head_role': 'reward', 'tokenizer': letters.state(),
+                     'iter_num': 0, 'best_val_loss': 1.0, 'config': {}}, str(tmp_path / 'rm' / 'ckpt.pt'))
+    out = tmp_path / 'ppo'  # a previous run's out_dir: its log must survive a failed start
+    out.mkdir()
+    (out / 'log.jsonl').write_text(json.dumps({'iter': 1, 'reward': 0.5}) + '\n')
+    proc = run('rlhf.py', f'--init_from={tiny_start}', f'--out_dir={out}', f'--reward={tmp_path / "rm"}', *FAST,
+               '--max_iters=2', '--batch_size=8', '--minibatch_size=4', '--prompt_len=4', '--max_new_tokens=8',
+               check=False)
+    assert_one_line_error(proc, f'the reward model {tmp_path / "rm"} reads a 27-character vocabulary',
+                          f'the policy ({tiny_start}) writes')
+    assert sorted(p.name for p in out.iterdir()) == ['log.jsonl']  # no lock, no checkpoint
+    assert read_jsonl(out / 'log.jsonl') == [{'iter': 1, 'reward': 0.5}]

@@ -284,12 +284,13 @@ def test_bad_input_is_one_clear_line(shakespeare_char, tmp_path):
     os.makedirs(out, exist_ok=True)
     (out / 'ckpt.pt').write_bytes(b'PK\x03\x04 this is not a checkpoint')
     assert_one_line_error(train(out, '--init_from=resume', check=False), 'corrupt or truncated')
-    assert_one_line_error(train(out, '--init_from=gpt3', check=False), "init_from='gpt3'")
-    train(out, '--max_iters=2', '--eval_interval=2', '--always_save_checkpoint=True')  # an AdamW run, then Muon
+    assert_one_line_error(train(tmp_path / 'ft', '--init_from=gpt3', check=False), "init_from='gpt3'")
+    train(out, '--max_iters=2', '--eval_interval=2', '--always_save_checkpoint=True',  # an AdamW run, then Muon
+          '--overwrite=True')  # over the corrupt file
     assert_one_line_error(train(out, '--init_from=resume', '--optimizer=muon', check=False),
                           "trained with optimizer='adamw'", '--optimizer=adamw')
     # a GPT-2 hub name with no network (conftest sets HF_HUB_OFFLINE) names the local alternative
-    assert_one_line_error(train(out, '--init_from=gpt2', check=False), "could not load 'gpt2'",
+    assert_one_line_error(train(tmp_path / 'ft', '--init_from=gpt2', check=False), "could not load 'gpt2'",
                           'local Hugging Face GPT-2 directory')
     # DDP with an accumulation count the world size does not divide
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
@@ -374,3 +375,68 @@ def test_the_gpt2_config_starts_with_only_openwebtext_prepared(tmp_path):
         notes = [line for line in out.splitlines() if 'HellaSwag' in line]
         assert notes == ["HellaSwag is not scored: " + os.path.join(REPO, 'data', 'hellaswag', 'val.jsonl') +
                          " not found (`python data/hellaswag/prepare.py` writes it)"], out
+
+
+def test_a_new_run_over_a_trained_checkpoint_is_refused(shakespeare_char, tmp_path):
+    out = tmp_path / 'out'
+    train(out, '--max_iters=6', '--eval_interval=6')
+    before, log = (out / 'ckpt.pt').read_bytes(), (out / 'log.jsonl').read_bytes()
+    # the same command again, or a finetune from another run, would replace iter 6 with a less trained model
+    for args in ([], [f'--init_from={out}']):
+        proc = train(out, '--max_iters=2', '--eval_interval=2', *args, check=False)
+        assert_one_line_error(proc, f'{out}/ckpt.pt holds a trained model', '--init_from=resume', 'a new --out_dir')
+        assert 'Initializing' not in proc.stdout and 'step 0' not in proc.stdout
+    assert (out / 'ckpt.pt').read_bytes() == before and (out / 'log.jsonl').read_bytes() == log
+    # an evaluation writes no checkpoint; --overwrite=True is the user asking for the replacement
+    train(out, '--eval_only=True')
+    train(out, '--max_iters=2', '--eval_interval=2', '--overwrite=True')
+    assert load_checkpoint(str(out / 'ckpt.pt'))['iter_num'] == 2 and [e['iter'] for e in evals(out)] == [0, 2]
+
+
+def test_a_shape_setting_that_contradicts_the_checkpoint_is_refused(shakespeare_char, tmp_path):
+    out = tmp_path / 'out'
+    train(out, '--max_iters=4', '--eval_interval=4')
+    before = (out / 'ckpt.pt').read_bytes()
+    proc = train(out, '--init_from=resume', '--max_iters=8', '--n_layer=4', '--n_embd=64', check=False)
+    assert_one_line_error(proc, f'{out}/ckpt.pt has n_layer=2, n_embd=32', 'n_layer=4 (from --n_layer=4)',
+                          'n_embd=64 (from --n_embd=64)', "keeps its checkpoint's shape")
+    config = tmp_path / 'bigger.py'
+    config.write_text('bias = True\nrotary = True\n')
+    proc = run_script('train.py', str(config), '--dataset=shakespeare_char', f'--out_dir={out}', *TINY,
+                      '--init_from=resume', '--max_iters=8', check=False)
+    assert_one_line_error(proc, 'bias=False, rotary=False', f'bias=True (from {config})',
+                          f'rotary=True (from {config})')
+    proc = train(out, '--init_from=resume', '--max_iters=8', '--block_size=16', check=False)  # no cropping on resume
+    assert_one_line_error(proc, 'block_size=32', 'block_size=16 (from --block_size=16)')
+    assert (out / 'ckpt.pt').read_bytes() == before
+    # settings left at their defaults (12 x 768, block 1024 here) are the checkpoint's, and its record says so
+    run_script('train.py', '--dataset=shakespeare_char', f'--out_dir={out}', '--init_from=resume', '--device=cpu',
+               '--dtype=float32', '--compile=False', '--batch_size=4', '--gradient_accumulation_steps=1',
+               '--eval_iters=2', '--max_iters=6', '--eval_interval=6')
+    ckpt = load_checkpoint(str(out / 'ckpt.pt'))
+    assert ckpt['iter_num'] == 6
+    shape = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')
+    assert all(ckpt['config'][k] == ckpt['model_args'][k] for k in shape)
+    # a new run from the checkpoint may still crop its context
+    train(tmp_path / 'ft', f'--init_from={out}', '--block_size=16', '--max_iters=2', '--eval_interval=2')
+    ft = load_checkpoint(str(tmp_path / 'ft' / 'ckpt.pt'))
+    assert ft['model_args']['block_size'] == ft['config']['block_size'] == 16
+
+
+def test_a_resume_that_fails_before_its_first_record_leaves_the_log_alone(shakespeare_char, tmp_path):
+    # ckpt.pt at iter 4 beside a log that goes on to iter 8 (as always_save_checkpoint=False leaves them); the resume
+    # diverges before its first eval: the records from iter 4 on must not be dropped before one replaces them
+    out = tmp_path / 'out'
+    train(out, '--max_iters=4', '--eval_interval=2', '--always_save_checkpoint=True')
+    at_4 = (out / 'ckpt.pt').read_bytes()
+    train(out, '--init_from=resume', '--max_iters=8', '--eval_interval=2', '--always_save_checkpoint=True')
+    (out / 'ckpt.pt').write_bytes(at_4)
+    log = (out / 'log.jsonl').read_bytes()
+    assert [e['iter'] for e in evals(out)] == [0, 2, 4, 6, 8]
+    proc = train(out, '--init_from=resume', '--max_iters=1000000', '--eval_interval=1000000', '--learning_rate=1e9',
+                 '--decay_lr=False', '--grad_clip=0.0', check=False)
+    assert_one_line_error(proc, 'training diverged', 'ckpt.pt (iter 4) is kept')
+    assert (out / 'log.jsonl').read_bytes() == log and (out / 'ckpt.pt').read_bytes() == at_4
+    # a resume that writes its first record drops the replayed ones with it: one curve
+    train(out, '--init_from=resume', '--max_iters=6', '--eval_interval=2')
+    assert [e['iter'] for e in evals(out)] == [0, 2, 4, 6]
