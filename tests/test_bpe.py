@@ -164,9 +164,10 @@ def test_export_generates_what_sample_py_generates(trained):
     data, out, hf = trained
     prompt, new = 'ROMEO:', 40
     ours = samples(run_script('sample.py', f'--out_dir={out}', f'--start={prompt}', '--temperature=0',
-                              '--num_samples=1', f'--max_new_tokens={new}', '--device=cpu').stdout)
+                              '--num_samples=1', f'--max_new_tokens={new}', '--device=cpu', '--dtype=float32').stdout)
     pipe = transformers.pipeline('text-generation', model=str(hf))
-    assert ours == [pipe(prompt, max_new_tokens=new, do_sample=False)[0]['generated_text']] == [hf_greedy(str(hf), prompt, new)]
+    theirs = pipe(prompt, max_new_tokens=new, do_sample=False)[0]['generated_text']
+    assert ours == [theirs] == [hf_greedy(str(hf), prompt, new)]
     from checkpoint import load_model
     model = load_model('resume', str(out))[0].eval()
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf).eval()
@@ -197,11 +198,12 @@ def test_a_lone_checkpoint_samples_and_scores_bits_per_byte(trained, tmp_path):
     os.replace(data, hidden)  # the dataset it was trained on is gone too
     try:
         got = run_script(os.path.join(REPO, 'sample.py'), f'--out_dir={lone}', '--start=ROMEO:', '--temperature=0',
-                         '--num_samples=1', '--max_new_tokens=20', '--device=cpu', cwd=elsewhere).stdout
+                         '--num_samples=1', '--max_new_tokens=20', '--device=cpu', '--dtype=float32',
+                         cwd=elsewhere).stdout
     finally:
         os.replace(hidden, data)
     want = run_script('sample.py', f'--out_dir={out}', '--start=ROMEO:', '--temperature=0', '--num_samples=1',
-                      '--max_new_tokens=20', '--device=cpu').stdout
+                      '--max_new_tokens=20', '--device=cpu', '--dtype=float32').stdout
     assert samples(got) == samples(want) and samples(got)[0].startswith('ROMEO:')
     # bits per byte counts each target's bytes: over val.bin they add up to the val text's bytes
     val = read_bin(data / 'val.bin')
