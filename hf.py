@@ -414,7 +414,7 @@ def load_tokenizer(path):
     if vocab is not None and {k: v for k, v in vocab.items() if k in gpt2_vocab} == gpt2_vocab:
         return Tokenizer.gpt2()
     split = (full or {}).get('pre_tokenizer') or {}
-    if (vocab is not None and full.get('normalizer') is None and split.get('type') == 'ByteLevel'
+    if (vocab is not None and full is not None and full.get('normalizer') is None and split.get('type') == 'ByteLevel'
             and split.get('use_regex', True) and not split.get('add_prefix_space')):
         return Tokenizer.bpe(text, where=tokenizer_json)  # as tokenizer.py encodes, split and bytes alike
     raise UserError(f"{path} holds a tokenizer that is neither GPT-2's BPE, a byte-level BPE with GPT-2's split "

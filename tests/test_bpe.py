@@ -228,3 +228,22 @@ def test_resume_refuses_a_retrained_tokenizer(folder, tmp_path):
                       '--max_iters=8', '--lr_decay_iters=8', '--eval_interval=4', check=False)
     assert_one_line_error(proc, 'was trained with', 'would mean other text', 'fingerprint=')
     assert (out / 'ckpt.pt').read_bytes() == before  # the checkpoint is untouched
+
+
+def test_a_foreign_tokenizer_is_refused_not_misread(tmp_path, small):
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import pre_tokenizers
+
+    from hf import load_tokenizer
+    rust = RustTokenizer.from_str(small.json)
+    rust.pre_tokenizer = pre_tokenizers.Whitespace()  # another split: tokenizer.py would encode text otherwise
+    (tmp_path / 'tokenizer.json').write_text(rust.to_str())
+    with pytest.raises(UserError, match="byte-level BPE with GPT-2's split pattern"):
+        load_tokenizer(str(tmp_path))
+    (tmp_path / 'tokenizer.json').unlink()
+    (tmp_path / 'vocab.json').write_text('{"a": 0, "b": 1}')  # vocab.json alone, not GPT-2's
+    with pytest.raises(UserError, match='neither'):
+        load_tokenizer(str(tmp_path))
+    (tmp_path / 'vocab.json').unlink()
+    (tmp_path / 'tokenizer.json').write_text(small.json)
+    assert load_tokenizer(str(tmp_path)).same_as(small)
