@@ -32,7 +32,7 @@ import loop
 from checkpoint import new_model
 from model import RECIPE_FIELDS, sample_next
 from configurator import REPO_DIR, UserError, configure, require_positive
-from tokenizer import dataset_dir, for_dataset
+from tokenizer import for_dataset
 
 # -----------------------------------------------------------------------------
 mode = 'all'  # 'train', 'generate', 'all' (both), 'quickstart' or 'recipes' (whole training runs: quickstart(), recipes())
@@ -439,10 +439,8 @@ if __name__ == '__main__':
         raise UserError("under torchrun bench.py times the training step (--mode=train); generation runs in one process")
     if rank != 0:  # one process prints; the others' peak memory reaches it through all_gather_object
         sys.stdout = open(os.devnull, 'w')
-    if real_data and os.path.exists(os.path.join(dataset_dir(dataset), 'meta.pkl')):
-        vocab_size = for_dataset(dataset).vocab_size
-    elif real_data:
-        vocab_size = 50304  # GPT-2's 50257, padded as train.py does
+    if real_data:
+        vocab_size = for_dataset(dataset).model_vocab_size  # a new model's rows for it, as train.py makes one
     torch.manual_seed(seed)
     model = new_model(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                       dropout=dropout, bias=bias, **{k: globals()[k] for k in RECIPE_FIELDS}).to(device)

@@ -157,17 +157,12 @@ def bar_off(progress, rank):
 # bits per byte
 
 def token_bytes(tokenizer, vocab_size):
-    """(vocab_size,) int64: the UTF-8 bytes each token id stands for; 0 for special tokens (GPT-2's end of
-    text) and for ids past the tokenizer's vocabulary (a padded embedding), whose targets bpb leaves out."""
+    """(vocab_size,) int64: the UTF-8 bytes each token id stands for; 0 for the end-of-text token (GPT-2's, a
+    trained BPE's) and for ids past the tokenizer's vocabulary (a padded embedding), whose targets bpb leaves out."""
     lengths = np.zeros(vocab_size, dtype=np.int64)
-    if tokenizer.name == 'char':
-        for i, ch in tokenizer.meta['itos'].items():
-            lengths[i] = len(ch.encode('utf-8'))
-    else:
-        enc = tokenizer.encoding
-        for i in range(min(enc.n_vocab, vocab_size)):
-            if i != tokenizer.eot_token:
-                lengths[i] = len(enc.decode_single_token_bytes(i))
+    for i in range(min(tokenizer.vocab_size, vocab_size)):
+        if i != tokenizer.eot_token:
+            lengths[i] = len(tokenizer.id_bytes(i))
     return torch.from_numpy(lengths)
 
 

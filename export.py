@@ -1,7 +1,7 @@
 """
 Export a model as a Hugging Face directory that transformers (AutoModelForCausalLM, AutoTokenizer, pipeline),
 lm-evaluation-harness and other tools load with no custom code: weights, config, generation config, the
-tokenizer files (GPT-2 BPE or the model's character vocabulary) and a model card.
+tokenizer files (GPT-2 BPE, the model's character vocabulary or the BPE trained on its text) and a model card.
 
 $ python export.py --out_dir=out-shakespeare-char-cpu --hf_dir=hf-shakespeare-char
 $ python export.py --init_from=gpt2 --hf_dir=hf-gpt2          # OpenAI's weights, e.g. for an offline copy
@@ -133,9 +133,12 @@ if checkpoint is not None and checkpoint.get('scalar_head_role') == 'reward':
 architecture = hf_architecture(model.config)  # a switch set transformers has no architecture for stops here
 tokenizer = tokenizer_for(checkpoint, init_from)
 model_vocab = model.config.vocab_size
-if not (tokenizer.vocab_size == model_vocab or (tokenizer.name == 'gpt2' and model_vocab == 50304)):
+if model_vocab not in (tokenizer.vocab_size, tokenizer.model_vocab_size):  # as trained, or padded as train.py pads
     raise UserError(f"the model has {model_vocab} token ids but its {tokenizer.name} tokenizer has "
                     f"{tokenizer.vocab_size}: the export would not round-trip")
+
+TOKENIZER_CARD = {'gpt2': 'GPT-2 BPE (50,257 tokens)', 'char': '{n} characters, one token each',
+                  'bpe': 'a byte-level BPE of {n:,} tokens trained on the training text'}
 
 
 def model_card():
@@ -150,7 +153,7 @@ def model_card():
              f"{model.get_num_params() / 1e6:.2f}M parameters "
              f"({'tied' if c.tie_embeddings else 'separate'} input and output embeddings"
              f"{', ' + ', '.join(switches) if switches else ''})",
-             f"- tokenizer: {'GPT-2 BPE (50,257 tokens)' if tokenizer.name == 'gpt2' else f'{tokenizer.vocab_size} characters, one token each'}"]
+             f"- tokenizer: {TOKENIZER_CARD[tokenizer.name].format(n=tokenizer.vocab_size)}"]
     if checkpoint is not None:
         lines += [f"- training data: `{trained_dataset(checkpoint) or 'unknown'}`",
                   f"- iterations: {checkpoint.get('iter_num', 'unknown')}",
@@ -171,7 +174,7 @@ with space_for(hf_dir, 4 * sum(p.numel() for p in model.parameters())):  # float
     tmp_lock = locked(tmp)
     follow_umask(tmp, 0o777)  # mkdtemp makes it private
     try:
-        save_model(model, tmp, eos_token_id=tokenizer.eot_token)
+        save_model(model, tmp, eos_token_id=tokenizer.eot_token, vocab_size=tokenizer.vocab_size)
         fault_if_full(os.path.join(tmp, 'model.safetensors'))
         save_tokenizer(tokenizer, tmp, model_max_length=model.config.block_size)
         with open(os.path.join(tmp, 'README.md'), 'w', encoding='utf-8') as f:

@@ -8,7 +8,9 @@ A directory holds config.json + model.safetensors (transformers' GPT2LMHeadModel
 - GPT-2 BPE: vocab.json (GPT-2's encoder.json), merges.txt (derived here from the BPE ranks) and tokenizer.json;
 - a character vocabulary: a tokenizer.json whose WordLevel model maps each character to its meta.pkl id,
   with no normalizer and a pre-tokenizer that isolates every character, so AutoTokenizer encodes and decodes
-  exactly as tokenizer.py does (a character it lacks included), plus a BOS token for lm-evaluation-harness.
+  exactly as tokenizer.py does (a character it lacks included), plus a BOS token for lm-evaluation-harness;
+- a BPE trained on the dataset (data/text/prepare.py --tokenizer=bpe): its own tokenizer.json, with GPT-2's
+  post-processor and '<|endoftext|>' as the special end-of-text token.
 
 A model of the modern recipe (model.py's switches) is written as the transformers architecture that computes the
 same function, where one exists (hf_architecture): every one of them has rotary positions and RMSNorm and an MLP
@@ -170,17 +172,17 @@ def hf_architecture(config):
     return 'arcee'
 
 
-def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1):
+def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1, vocab_size=None):
     """
     Write config.json + model.safetensors that transformers' AutoModelForCausalLM.from_pretrained(out_dir) loads:
     GPT2LMHeadModel for GPT-2's recipe, else the architecture hf_architecture names (save_rotary_model).
-    A vocabulary padded to 50304 (nanoGPT's default, for speed) is cropped to GPT-2's real 50257 rows: the
-    padding rows are never produced by the tokenizer. Other vocabularies (e.g. a character-level one) are
-    written as they are. A model trained with bias=False gets zero biases, which compute the same function.
+    A vocabulary padded for speed is cropped to the tokenizer's vocab_size rows (by default: 50304, nanoGPT's,
+    to GPT-2's real 50257): the padding rows are never produced by the tokenizer. A model trained with
+    bias=False gets zero biases, which compute the same function.
     eos_token_id: the end-of-text id (GPT-2's 50256), or None for a vocabulary without one.
     """
     c = model.config
-    vocab = GPT2_VOCAB_SIZE if c.vocab_size == 50304 else c.vocab_size
+    vocab = vocab_size or (GPT2_VOCAB_SIZE if c.vocab_size == 50304 else c.vocab_size)
     architecture = hf_architecture(c)
     if architecture != 'gpt2':
         return save_rotary_model(model, out_dir, architecture, vocab, eos_token_id)
@@ -373,8 +375,10 @@ def save_tokenizer(tokenizer, out_dir, model_max_length):
     from tokenizers import Tokenizer as RustTokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from tokenizer import GPT2_ENCODER_JSON, _gpt2_byte_decoder
-    if tokenizer.name == 'gpt2':
+    from tokenizer import EOT_TEXT, GPT2_ENCODER_JSON, _gpt2_byte_decoder
+    if tokenizer.name == 'bpe':  # its own tokenizer.json: vocabulary, merges, GPT-2's split pattern and bytes
+        rust = RustTokenizer.from_str(tokenizer.json)
+    elif tokenizer.name == 'gpt2':
         byte_to_char = {b: c for c, b in _gpt2_byte_decoder().items()}
         as_text = lambda token: ''.join(byte_to_char[b] for b in token)
         merges = [(as_text(a), as_text(b)) for a, b in gpt2_merges(tokenizer.encoding._mergeable_ranks)]
@@ -387,9 +391,10 @@ def save_tokenizer(tokenizer, out_dir, model_max_length):
         rust = RustTokenizer(models.BPE(vocab, merges))
         rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's split pattern, then bytes
         rust.decoder = decoders.ByteLevel()
+    if tokenizer.name in ('gpt2', 'bpe'):  # GPT-2's conventions: <|endoftext|> is bos, eos and unk
         rust.post_processor = processors.ByteLevel(trim_offsets=False)
-        eot = AddedToken('<|endoftext|>', special=True, normalized=False)
-        rust.add_special_tokens([eot])
+        eot = AddedToken(EOT_TEXT, special=True, normalized=False)
+        rust.add_special_tokens([eot])  # a trained BPE has it already (id 0): it stays where it is
         fast = PreTrainedTokenizerFast(tokenizer_object=rust, model_max_length=model_max_length, bos_token=eot,
                                        eos_token=eot, unk_token=eot, clean_up_tokenization_spaces=False)
     else:
@@ -412,14 +417,17 @@ def save_tokenizer(tokenizer, out_dir, model_max_length):
 
 def load_tokenizer(path):
     """The tokenizer.Tokenizer of a Hugging Face directory: its char vocabulary if tokenizer.json is a
-    WordLevel model (as save_tokenizer writes one), GPT-2 BPE if it holds GPT-2's vocabulary, None if it has
-    no tokenizer files (weights saved without them, as GPT2LMHeadModel.save_pretrained does)."""
+    WordLevel model (as save_tokenizer writes one), GPT-2 BPE if it holds GPT-2's vocabulary, another
+    byte-level BPE with GPT-2's split pattern as a trained BPE, None if it has no tokenizer files (weights saved
+    without them, as GPT2LMHeadModel.save_pretrained does)."""
     from tokenizer import GPT2_ENCODER_JSON, Tokenizer
     tokenizer_json, vocab_json = os.path.join(path, 'tokenizer.json'), os.path.join(path, 'vocab.json')
-    vocab = None
+    vocab, full = None, None
     if os.path.isfile(tokenizer_json):
         with open(tokenizer_json, encoding='utf-8') as f:
-            spec = json.load(f)['model']
+            text = f.read()
+        full = json.loads(text)
+        spec = full['model']
         if spec.get('type') == 'WordLevel':
             itos = {i: c for c, i in spec['vocab'].items()}
             if sorted(itos) != list(range(len(itos))) or any(len(c) != 1 for c in spec['vocab']):
@@ -437,5 +445,9 @@ def load_tokenizer(path):
         gpt2_vocab = json.load(f)
     if vocab is not None and {k: v for k, v in vocab.items() if k in gpt2_vocab} == gpt2_vocab:
         return Tokenizer.gpt2()
-    raise UserError(f"{path} holds a tokenizer that is neither GPT-2's BPE nor a character vocabulary: "
-                    f"this repo's tokenizer.py reads only those two")
+    split = (full or {}).get('pre_tokenizer') or {}
+    if (vocab is not None and full is not None and full.get('normalizer') is None and split.get('type') == 'ByteLevel'
+            and split.get('use_regex', True) and not split.get('add_prefix_space')):
+        return Tokenizer.bpe(text, where=tokenizer_json)  # as tokenizer.py encodes, split and bytes alike
+    raise UserError(f"{path} holds a tokenizer that is neither GPT-2's BPE, a byte-level BPE with GPT-2's split "
+                    f"pattern nor a character vocabulary: this repo's tokenizer.py reads only those")

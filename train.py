@@ -119,7 +119,7 @@ from checkpoint import (check_new_run, check_vocabulary, claim_out_dir, load_mod
                         new_model, recorded_tokenizer, save_checkpoint, weights_are_finite)
 from eval_tasks import read_choices, score_choices  # noqa: E402
 from model import RECIPE_FIELDS  # noqa: E402
-from tokenizer import dataset_dir, for_dataset  # noqa: E402
+from tokenizer import VOCAB_FILES, dataset_dir, for_dataset  # noqa: E402
 
 if wandb_log:
     loop.import_wandb()  # a missing wandb is one line now, not after the model is built
@@ -159,12 +159,14 @@ if master_process:
     else:  # writable, and no second live run writing it: checked before any work; held until the process ends
         out_dir_lock = claim_out_dir(out_dir)
 
-# data: a dataset with a meta.pkl (a character vocabulary) sets vocab_size
+# data: a dataset with a meta.pkl (a character vocabulary) or a tokenizer.json (a BPE trained on it) sets vocab_size
 data_dir = dataloader.check_dataset(dataset, block_size)
 data_tokenizer = for_dataset(dataset)
-meta_vocab_size = data_tokenizer.vocab_size if data_tokenizer.name == 'char' else None
+meta_vocab_size = data_tokenizer.vocab_size if data_tokenizer.name != 'gpt2' else None
 if master_process and meta_vocab_size is not None:
-    print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, 'meta.pkl')})")
+    rows = data_tokenizer.model_vocab_size
+    print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, VOCAB_FILES[data_tokenizer.name])})"
+          + (f", padded to {rows} for a new model" if rows != meta_vocab_size else ''))
 masked_targets = dataloader.has_answer_masks(data_dir)  # a loss on answers only (data/tasks.py's masks)
 hellaswag = None  # the examples scored at each eval: read and checked now, before any work
 default_hellaswag = os.path.join(dataset_dir('hellaswag'), 'val.jsonl')
@@ -186,7 +188,7 @@ if init_from == 'scratch':
     if master_process:
         print("Initializing a new model from scratch")
     model = new_model(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                      vocab_size=meta_vocab_size if meta_vocab_size is not None else 50304, dropout=dropout,
+                      vocab_size=data_tokenizer.model_vocab_size, dropout=dropout,
                       **{k: config[k] for k in RECIPE_FIELDS})
 else:
     if master_process:

@@ -1,4 +1,5 @@
-"""Datasets: data/<name>/prepare.py writes train.bin / val.bin (+ meta.pkl); data/common.py holds what they share.
+"""Datasets: data/<name>/prepare.py writes train.bin / val.bin (+ meta.pkl or tokenizer.json); data/common.py holds
+what they share.
 (A regular package, so `import data.common` finds this folder even if another `data` is installed.)
 
 A script in data/<name>/ runs as `python data/<name>/prepare.py`, and Python puts only its own folder on

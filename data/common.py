@@ -4,6 +4,7 @@ What every data/<name>/prepare.py shares. The output format (read by training th
     train.bin, val.bin   raw uint16 token ids, native byte order, one long 1-D array each
     meta.pkl             only for character vocabularies: {'vocab_size', 'itos', 'stoi'}
     manifest.json        each file's size and digest, written before they are renamed into place
+    tokenizer.json       only for a BPE trained on the text (tokenizer.train_bpe)
 
 All outputs are written under '<name>.tmp' and renamed into place together at the end, so an
 interrupted prepare never leaves a truncated train.bin that training would silently use, and the
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from configurator import UserError
 from files import fault_if_full, kill_point, space_for
-from tokenizer import get_gpt2_encoding
+from tokenizer import BPE_FILE, META_FILE, get_gpt2_encoding
 
 UINT16_VOCAB_LIMIT = 2 ** 16  # a vocabulary must have fewer tokens than this (the repo's bound for uint16 .bin files)
 ERRORS = ('strict', 'replace', 'ignore')  # choices for --errors: what to do with bytes that are not UTF-8
@@ -334,23 +335,29 @@ def write_ids(f, ids):
     return arr.size
 
 
-def save_dataset(out_dir, train_ids, val_ids, meta=None):
-    """Write out_dir/train.bin and val.bin (+ meta.pkl for a char vocabulary) atomically. Without meta,
-    a meta.pkl left by an earlier char-level run is removed: it would make the GPT-2 ids read as chars."""
+def save_dataset(out_dir, train_ids, val_ids, meta=None, tokenizer_json=None):
+    """Write out_dir/train.bin and val.bin (+ meta.pkl for a char vocabulary, tokenizer.json for a trained BPE)
+    atomically. A meta.pkl or tokenizer.json that an earlier run of another kind left is removed: it would make
+    the ids read in the wrong vocabulary."""
     if meta is not None:
         check_vocab_fits_uint16(meta['vocab_size'])
-    # renamed in this order: a reader never sees new .bin files without their meta.pkl
-    names = (['meta.pkl'] if meta is not None else []) + ['train.bin', 'val.bin']
-    needed = 2 * (len(train_ids) + len(val_ids)) + (len(pickle.dumps(meta)) if meta is not None else 0)
+    vocab_files = {META_FILE: meta, BPE_FILE: tokenizer_json}
+    # renamed in this order: a reader never sees new .bin files without their vocabulary
+    names = [name for name, content in vocab_files.items() if content is not None] + ['train.bin', 'val.bin']
+    needed = (2 * (len(train_ids) + len(val_ids)) + (len(pickle.dumps(meta)) if meta is not None else 0)
+              + (len(tokenizer_json.encode()) if tokenizer_json is not None else 0))
     with atomic_outputs(out_dir, names, needed) as files:
         n_train = write_ids(files['train.bin'], train_ids)
         n_val = write_ids(files['val.bin'], val_ids)
         if meta is not None:
-            pickle.dump(meta, files['meta.pkl'])
-    stale_meta = os.path.join(out_dir, 'meta.pkl')
-    if meta is None and os.path.exists(stale_meta):
-        os.remove(stale_meta)  # after the renames: a crash in between leaves a loud mismatch, not a silent one
-        print(f"removed {stale_meta} from an earlier character-level run")
+            pickle.dump(meta, files[META_FILE])
+        if tokenizer_json is not None:
+            files[BPE_FILE].write(tokenizer_json.encode('utf-8'))
+    for name, content in vocab_files.items():
+        stale = os.path.join(out_dir, name)
+        if content is None and os.path.exists(stale):
+            os.remove(stale)  # after the renames: a crash in between leaves a loud mismatch, not a silent one
+            print(f"removed {stale} from an earlier run with another tokenizer")
     print(f"train.bin has {n_train:,} tokens, val.bin has {n_val:,} tokens -> {out_dir}")
     return n_train, n_val
 

@@ -120,7 +120,8 @@ def test_text_bad_inputs(offline_env, tmp_path):
     assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "nothing"}'), 'nothing', 'no .txt files')
     (tmp_path / 'tiny.txt').write_text('x')
     assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}'), 'too little')
-    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}', '--tokenizer=bpe'), "'bpe'")
+    assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}', '--tokenizer=wordpiece'),
+                          "'wordpiece'")
     assert_one_line_error(run(offline_env, 'text', f'--input={tmp_path / "tiny.txt"}', '--val_fraction=1.5'),
                           'val_fraction')
     assert_one_line_error(run(offline_env, 'text', '--inptu=x'), 'did you mean input')
