@@ -93,10 +93,11 @@ def test_batches_depend_only_on_seed_and_step(shakespeare_char):
     assert torch.equal(next(later)[0], next(resumed)[0])
 
 
-@pytest.mark.parametrize('recipe, cpu_bf16', [([], None), (MODERN, 'native'), (MODERN, 'emulated')],
-                         ids=['gpt2', 'modern_muon-native_bf16', 'modern_muon-emulated_bf16'])
+@pytest.mark.parametrize('recipe, cpu_bf16', [([], None), (MODERN, 'native')], ids=['gpt2', 'modern_muon-native_bf16'])
 def test_ddp_two_processes_match_one_process(shakespeare_char, tmp_path, monkeypatch, recipe, cpu_bf16):
-    if cpu_bf16:  # Muon's iteration: float32 in a float32 run, whatever the CPU
+    # Muon's iteration is float32 in a float32 run whatever the CPU: here as on a CPU with native bf16 (where it once
+    # iterated in bf16), and test_muon_in_a_float32_run_is_the_same_on_every_cpu_kind shows the other kind bitwise equal
+    if cpu_bf16:
         monkeypatch.setenv('GPT_CPU_BF16', cpu_bf16)
     common = ['--max_iters=20', '--eval_interval=20', '--gradient_accumulation_steps=4',
               '--always_save_checkpoint=True', *recipe]
