@@ -231,11 +231,20 @@ def trained_dataset(checkpoint):
 
 def resume_path(out_dir):
     """Where train.py resumes: out_dir/resume.pt, the state an interrupted run saved beside the best model
-    (always_save_checkpoint=False keeps ckpt.pt the best), when it is newer than ckpt.pt; else ckpt.pt."""
+    (always_save_checkpoint=False keeps ckpt.pt the best), when it is further on than ckpt.pt; else ckpt.pt. Each
+    file says its own iteration: the choice does not hang on modification times, which a copy of the folder resets."""
     ckpt, resume = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'resume.pt')
-    if os.path.isfile(resume) and (not os.path.isfile(ckpt) or os.path.getmtime(resume) > os.path.getmtime(ckpt)):
+    if os.path.isfile(resume) and (not os.path.isfile(ckpt) or saved_iteration(resume) > saved_iteration(ckpt)):
         return resume
     return ckpt
+
+
+def saved_iteration(path):
+    """A checkpoint's iter_num, read without reading its tensors (mmap: only the pickled header is parsed)."""
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True, mmap=True)['iter_num']
+    except Exception:  # unreadable: load_checkpoint says why, in one line, once this file is chosen
+        return -1
 
 
 def load_model(init_from, out_dir=None, dropout=None, latest=False):

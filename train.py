@@ -179,6 +179,7 @@ elif eval_hellaswag:
 
 # model init
 iter_num = 0
+local_iter_num = 0  # number of iterations in the lifetime of this process
 best_val_loss = 1e9
 saved_iter = None  # the iteration of the ckpt.pt this run must not lose (its best model), once there is one
 wandb_run_id = None  # the wandb run this training logs to, kept in ckpt.pt: a resumed run continues it
@@ -342,7 +343,6 @@ batches = dataloader.train_batches(data_dir, seed=seed, start_step=iter_num, bat
                                    micro_steps=micro_steps, rank=rank, vocab_size=vocab_size, device=device)
 start_time = t0 = time.time()
 step_times = []  # ms/iter of every logged step
-local_iter_num = 0  # number of iterations in the lifetime of this process
 running_mfu = -1.0
 while True:
     lr = loop.get_lr(iter_num, learning_rate=learning_rate, warmup_iters=warmup_iters, lr_decay_iters=lr_decay_iters,
