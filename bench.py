@@ -439,12 +439,16 @@ if __name__ == '__main__':
     elif real_data:
         vocab_size = 50304  # GPT-2's 50257, padded as train.py does
     torch.manual_seed(seed)
-    model = new_model(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                      dropout=dropout, bias=bias, **{k: globals()[k] for k in RECIPE_FIELDS}).to(device)
+    fsdp = world_size > 1 and parallelism == 'fsdp'
+    with torch.device('meta' if fsdp else 'cpu'):  # FSDP: shapes only, then each rank's shards (as train.py)
+        model = new_model(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
+                          n_embd=n_embd, dropout=dropout, bias=bias, **{k: globals()[k] for k in RECIPE_FIELDS})
     model.activation_checkpointing = activation_checkpointing
-    if world_size > 1 and parallelism == 'fsdp':
+    if fsdp:
         import sharding  # only here: torch.distributed.checkpoint and fsdp add a second to every start-up
-        sharding.shard(model, device_type, dtype, world_size)
+        sharding.shard(model, device, dtype, world_size)
+    else:
+        model.to(device)
     print(f"{device}, {dtype}, compile={compile}, {'real' if real_data else 'synthetic'} data, "
           f"{model.get_num_params() / 1e6:.2f}M params, {torch.get_num_threads()} threads; {load_note()}")
     if mode in ('train', 'all'):

@@ -174,14 +174,18 @@ torch.manual_seed(seed)  # the same initial weights on every rank
 if init_from == 'scratch':
     if master_process:
         print("Initializing a new model from scratch")
-    model = new_model(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+    with torch.device('meta' if fsdp else 'cpu'):  # FSDP: shapes only; sharding.shard gives each rank its shards
+        model = new_model(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                       vocab_size=meta_vocab_size if meta_vocab_size is not None else 50304, dropout=dropout,
                       **{k: config[k] for k in RECIPE_FIELDS})
 else:
     if master_process:
         print(f"Initializing from {init_from} ({out_dir} checkpoint)" if init_from == 'resume' else
               f"Initializing from the weights of {init_from}")
-    model, checkpoint = load_model(init_from, out_dir, dropout, latest=True)  # an interrupted run's resume.pt first
+    if fsdp:  # rank 0 reads the weights, the others build the model on the meta device (sharding.shard broadcasts)
+        model, checkpoint = sharding.load_model(init_from, out_dir, dropout)
+    else:  # an interrupted run's resume.pt first
+        model, checkpoint = load_model(init_from, out_dir, dropout, latest=True)
     trained_with = recorded_tokenizer(checkpoint, init_from)  # a checkpoint knows its vocabulary; so does an export
     if trained_with is not None:
         check_vocabulary(trained_with, dataset, out_dir + '/ckpt.pt' if init_from == 'resume' else init_from)
@@ -199,10 +203,11 @@ vocab_size = model.config.vocab_size
 if meta_vocab_size is not None and meta_vocab_size > vocab_size:
     raise UserError(f"dataset '{dataset}' has {meta_vocab_size} tokens but the model's vocab_size is "
                     f"{vocab_size}: it was made for another vocabulary")
-model.to(device)
 model.activation_checkpointing = activation_checkpointing
 if fsdp:  # before the optimizer, which then holds the shards
-    sharding.shard(model, device_type, dtype, world_size)
+    sharding.shard(model, device, dtype, world_size)
+else:
+    model.to(device)
 
 # initialize a GradScaler; if enabled=False (any dtype but float16) it is a no-op
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))

@@ -60,3 +60,34 @@ def test_fsdp_bad_input_is_one_line(shakespeare_char, tmp_path):
     assert_one_line_error(train(tmp_path, '--parallelism=fsdp', check=False), 'launch it with torchrun',
                           '--nproc_per_node=1 works too')
     assert_one_line_error(train(tmp_path, '--parallelism=zero3', check=False), "parallelism must be 'ddp' or 'fsdp'")
+
+
+def test_fsdp_initial_weights_are_a_single_process_runs(shakespeare_char, tmp_path):
+    # built on the meta device and initialised shard by shard, the model is bitwise the one one process builds for
+    # the same seed (max_iters=0 saves the untrained model); the modern recipe too: untied head, zero-initialised
+    # projections, biases, rotary angles (buffers) recomputed after to_empty
+    for name, args in [('gpt2', []), ('modern', ['--rotary=True', '--tie_embeddings=False', '--zero_init_proj=True',
+                                                 '--bias=True', '--qk_norm=True', '--n_embd=48', '--seed=7'])]:
+        train(tmp_path / f'single-{name}', '--max_iters=0', *args)
+        torchrun(tmp_path / f'fsdp-{name}', '--max_iters=0', '--gradient_accumulation_steps=2', *args)
+        assert_same_weights(tmp_path / f'single-{name}' / 'ckpt.pt', tmp_path / f'fsdp-{name}' / 'ckpt.pt', atol=0.0)
+
+
+def test_fsdp_peak_rss_per_rank_is_below_ddps_for_a_124m_model():
+    # GPT-2 small's shape (12 x 768, 50304 tokens: 124M parameters), 1 step of a 1 x 64 batch, 2 gloo processes.
+    # DDP holds weights, gradients, AdamW's moments and its buckets whole on each rank (~2.5 GiB); FSDP, built on
+    # the meta device, 1/2 of the state. glibc is told to give allocations of 4 MiB and up back to the system
+    # when freed, so that the peak RSS is what the tensors needed, not what its heap kept from earlier ones.
+    def peaks(parallelism):
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'bench.py',
+               '--mode=train', f'--parallelism={parallelism}', '--n_layer=12', '--n_head=12', '--n_embd=768',
+               '--vocab_size=50304', '--block_size=64', '--batch_size=1', '--warmup_steps=0', '--num_steps=1',
+               '--device=cpu', '--dtype=float32', '--compile=False', '--peak_matmul_size=64', '--peak_repeats=1']
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env=script_env({'MALLOC_MMAP_THRESHOLD_': str(4 * 2**20)}))
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        line = next(x for x in proc.stdout.splitlines() if x.startswith('train: peak memory per process'))
+        return [float(x.replace(',', '')) for x in line.split(': ')[-1].removesuffix(' MiB').split(', ')]  # 2,728
+    ddp, fsdp = peaks('ddp'), peaks('fsdp')
+    print(f"peak RSS per rank, 124M parameters, 2 gloo processes: DDP {ddp} MiB, FSDP {fsdp} MiB")
+    assert len(ddp) == len(fsdp) == 2 and max(fsdp) < 0.7 * min(ddp)
