@@ -70,6 +70,7 @@ beta2 = 0.99
 grad_clip = 1.0
 activation_checkpointing = False  # recompute each block in the backward, as train.py --activation_checkpointing
 parallelism = 'ddp'  # under torchrun: 'ddp' or 'fsdp' (sharding.py), as train.py
+fsdp_reduce_every_micro_step = True  # as train.py: FSDP reduce-scatters each micro-step (False: the last only)
 backend = 'auto'  # under torchrun: 'nccl' on CUDA, 'gloo' on CPU
 # timing
 warmup_steps = 10  # untimed steps first: allocator, caches, torch.compile
@@ -165,7 +166,8 @@ def bench_train(model, peak, ctx, device, device_type):
     def step():
         loss = loop.train_step(step_model, opt, batches, scaler=scaler, micro_steps=gradient_accumulation_steps,
                                ctx=ctx, grad_clip=grad_clip, lr=learning_rate,
-                               sync=parallelism if world_size > 1 else None)
+                               sync=None if world_size == 1 or (parallelism == 'fsdp' and fsdp_reduce_every_micro_step)
+                               else parallelism)
         loss.item()  # waits for the step, as train.py's logging does
 
     times = []

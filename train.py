@@ -80,6 +80,9 @@ min_lr = 6e-5  # minimum learning rate, should be ~= learning_rate/10 per Chinch
 # DDP settings
 backend = 'auto'  # 'nccl' on CUDA, 'gloo' on CPU; or name one
 parallelism = 'ddp'  # under torchrun: 'ddp' (every process holds the whole model) or 'fsdp' (sharded: sharding.py)
+fsdp_reduce_every_micro_step = True  # FSDP: reduce-scatter gradients after each micro-step, keeping only their
+# shards (memory: 1/N of the gradients), or False: once per step, holding whole gradients across micro-steps
+# (communication: one reduction per step, as DDP)
 # system
 device = 'auto'  # 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'  # 'float32', 'bfloat16', 'float16' (with a GradScaler), or 'auto'
@@ -355,7 +358,8 @@ while True:
     # the dropout masks come from (seed, rank, step) alone, so a resumed run draws the ones it would have drawn
     loop.seed_step(seed, rank, iter_num)
     loss = loop.train_step(model, optimizer, batches, scaler=scaler, micro_steps=micro_steps, ctx=ctx,
-                           grad_clip=grad_clip, lr=lr, sync=parallelism if distributed else None)
+                           grad_clip=grad_clip, lr=lr,
+                           sync=None if not distributed or (fsdp and fsdp_reduce_every_micro_step) else parallelism)
     iter_num += 1
     local_iter_num += 1
 

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, assert_one_line_error, run_script, script_env
 from test_train import TINY, assert_same_weights, evals, train
 
@@ -23,11 +24,12 @@ def printed_losses(stdout):
     return [line.split(', time')[0] for line in stdout.splitlines() if line.startswith('iter ')]
 
 
-def test_fsdp_trains_as_one_process_does(shakespeare_char, tmp_path):
+@pytest.mark.parametrize('reduce_every', [True, False])  # reduce-scatter each micro-step, or the last only
+def test_fsdp_trains_as_one_process_does(shakespeare_char, tmp_path, reduce_every):
     # 2 ranks x 2 micro-steps against 1 process x 4: the same global batch of every step
     common = ['--gradient_accumulation_steps=4', '--eval_interval=10', '--always_save_checkpoint=True']
     single = train(tmp_path / 'single', *common, '--max_iters=20')
-    sharded = torchrun(tmp_path / 'fsdp', *common, '--max_iters=20')
+    sharded = torchrun(tmp_path / 'fsdp', *common, '--max_iters=20', f'--fsdp_reduce_every_micro_step={reduce_every}')
     worst = assert_same_weights(tmp_path / 'single' / 'ckpt.pt', tmp_path / 'fsdp' / 'ckpt.pt', atol=1e-5)
     print(f"FSDP (2 ranks x 2 micro-steps) vs 1 process x 4 micro-steps, 20 steps: max abs weight diff {worst:.2e}")
     # the printed loss of every step (the mean over all ranks' micro-batches) and the evals' losses
