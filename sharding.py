@@ -13,9 +13,16 @@ Checkpoints stay one format: the full model and optimizer state are gathered ont
 plain ckpt.pt a single process writes (the optimizer's state keyed by parameter index, as optimizer.state_dict()
 keys it), so sample.py, export.py and a single-process or DDP resume read an FSDP run's checkpoint, and an FSDP
 run resumes from theirs. Gathering the whole model on one CPU is fine while it fits there (GPT-2 XL's 1.5B
-parameters are ~25 GB with AdamW's state); past that, torch.distributed.checkpoint's sharded saves are the tool.
+parameters are ~25 GB with AdamW's state); past that, --checkpoint_format=sharded saves with
+torch.distributed.checkpoint, each rank its own shards (save_sharded, below), and `python sharding.py out_dir`
+converts such a checkpoint to the ckpt.pt the other scripts read.
 """
 import copy
+import os
+import shutil
+import signal
+import sys
+import tempfile
 
 import torch
 import torch.distributed as dist
@@ -26,7 +33,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 import checkpoint
-from model import GPT, GPTConfig
+from configurator import UserError, install_error_hook
+from model import GPT
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0's CPU
 BROADCAST = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)  # whole tensors from rank 0 only
@@ -54,7 +62,7 @@ def load_model(init_from, out_dir, dropout):
     return model, None if small is None else {**small, 'optimizer': {'state': {}, 'param_groups': []}}
 
 
-def shard(model, device, dtype, world_size):
+def shard(model, device, dtype, world_size, initialise_weights=True):
     """Shard the GPT in place and give each rank its shards on `device`: a model built on the meta device on every
     rank (a new one) is initialised as one process initialises it; one with weights on rank 0 (load_model) gets
     them, broadcast. On a GPU with bf16, the parameters are gathered in bf16 for the forward and backward while
@@ -77,7 +85,7 @@ def shard(model, device, dtype, world_size):
     dist.broadcast_object_list(loaded, src=0)
     if loaded[0]:
         set_model_state_dict(model, weights or {}, options=BROADCAST)
-    else:
+    elif initialise_weights:  # (a sharded checkpoint's load, after this, fills them instead)
         initialise(model, template)
     return model
 
@@ -165,3 +173,78 @@ def load_optimizer(model, optimizer, state):
         by_name = {'state': {names[i]: s for i, s in state['state'].items()},
                    'param_groups': [{**g, 'params': [names[i] for i in g['params']]} for g in state['param_groups']]}
     set_optimizer_state_dict(model, optimizer, by_name, options=BROADCAST)
+
+
+# -----------------------------------------------------------------------------
+# sharded checkpoints (--checkpoint_format=sharded): out_dir/ckpt.dcp-<n>/, torch.distributed.checkpoint's format
+# (each rank writes its own shards: .distcp files and a .metadata index) plus meta.pt, the small values of ckpt.pt
+
+
+def save_sharded(model, optimizer, out_dir, meta):
+    """Save the model's and optimizer's state, each rank its own shards (every rank calls it; under DDP or one
+    process, DCP writes each replicated tensor once), and `meta` (ckpt.pt's other keys) from rank 0. Atomic: it is
+    written into ckpt.dcp.tmp, then renamed to the next ckpt.dcp-<n>, and only then are older ones removed, so a
+    kill at any point leaves the previous checkpoint whole."""
+    import torch.distributed.checkpoint as dcp
+    distributed = dist.is_initialized()
+    tmp = os.path.join(out_dir, 'ckpt.dcp.tmp')
+    if not distributed or dist.get_rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed save's leftovers
+    if distributed:
+        dist.barrier()
+    dcp.save({'model': get_model_state_dict(model), 'optimizer': get_optimizer_state_dict(model, optimizer)},
+             checkpoint_id=tmp)
+    if not distributed or dist.get_rank() == 0:
+        checkpoint.save_checkpoint(meta, os.path.join(tmp, 'meta.pt'))
+        if os.environ.get('NANOGPT_TEST_KILL_IN_SHARDED_SAVE') == str(meta['iter_num']):  # tests: a kill -9 here
+            os.kill(os.getpid(), signal.SIGKILL)
+        older = checkpoint.sharded_checkpoints(out_dir)
+        path = os.path.join(out_dir, f'ckpt.dcp-{int(older[-1].rsplit("-", 1)[1]) + 1 if older else 0}')
+        os.rename(tmp, path)
+        for old in older:
+            shutil.rmtree(old)
+    if distributed:
+        dist.barrier()  # no rank goes on (or exits) before the checkpoint is in place
+    return path if not distributed or dist.get_rank() == 0 else None
+
+
+def load_sharded(path, model, optimizer):
+    """Load ckpt.dcp-<n> into the model and optimizer, built for this run at any world size, sharded or not:
+    each rank reads the parts of the files its own shards (or whole tensors) need."""
+    import torch.distributed.checkpoint as dcp
+    state = {'model': get_model_state_dict(model)}
+    if optimizer is not None:
+        state['optimizer'] = get_optimizer_state_dict(model, optimizer)
+    dcp.load(state, checkpoint_id=path)
+    set_model_state_dict(model, state['model'])
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, state['optimizer'])
+
+
+def to_ckpt(out_dir):
+    """Write out_dir/ckpt.pt, the one-file checkpoint sample.py, export.py and any resume read, from the newest
+    sharded checkpoint in out_dir (torch's dcp_to_torch_save gathers it in this one process)."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    paths = checkpoint.sharded_checkpoints(out_dir)
+    if not paths:
+        raise UserError(f"no sharded checkpoint (ckpt.dcp-<n>) in {out_dir}: train with --checkpoint_format=sharded")
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        dcp_to_torch_save(paths[-1], os.path.join(tmp, 'state.pt'))
+        state = torch.load(os.path.join(tmp, 'state.pt'), weights_only=True)
+    ckpt = torch.load(os.path.join(paths[-1], 'meta.pt'), weights_only=True)
+    by_name = state['optimizer']
+    names = [n for g in by_name['param_groups'] for n in g['params']]  # optimizer.state_dict()'s index order
+    index = {n: i for i, n in enumerate(names)}
+    ckpt['model'] = checkpoint.clean_state_dict(state['model'])
+    ckpt['optimizer'] = {'state': {index[n]: s for n, s in by_name['state'].items()},
+                         'param_groups': [{**g, 'params': [index[n] for n in g['params']]}
+                                          for g in by_name['param_groups']]}
+    checkpoint.save_checkpoint(ckpt, os.path.join(out_dir, 'ckpt.pt'))
+    print(f"wrote {os.path.join(out_dir, 'ckpt.pt')} from {paths[-1]}")
+
+
+if __name__ == '__main__':  # python sharding.py <out_dir>: the newest ckpt.dcp-<n> there, as out_dir/ckpt.pt
+    install_error_hook()
+    if len(sys.argv) != 2:
+        raise UserError("usage: python sharding.py <out_dir> (writes out_dir/ckpt.pt from its newest ckpt.dcp-<n>)")
+    to_ckpt(sys.argv[1])

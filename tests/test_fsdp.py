@@ -62,6 +62,10 @@ def test_fsdp_bad_input_is_one_line(shakespeare_char, tmp_path):
     assert_one_line_error(train(tmp_path, '--parallelism=fsdp', check=False), 'launch it with torchrun',
                           '--nproc_per_node=1 works too')
     assert_one_line_error(train(tmp_path, '--parallelism=zero3', check=False), "parallelism must be 'ddp' or 'fsdp'")
+    assert_one_line_error(train(tmp_path, '--checkpoint_format=zip', check=False),
+                          "checkpoint_format must be 'ckpt' or 'sharded'")
+    assert_one_line_error(run_script('sharding.py', str(tmp_path), check=False), 'no sharded checkpoint',
+                          '--checkpoint_format=sharded')
 
 
 def test_fsdp_initial_weights_are_a_single_process_runs(shakespeare_char, tmp_path):
@@ -93,3 +97,38 @@ def test_fsdp_peak_rss_per_rank_is_below_ddps_for_a_124m_model():
     ddp, fsdp = peaks('ddp'), peaks('fsdp')
     print(f"peak RSS per rank, 124M parameters, 2 gloo processes: DDP {ddp} MiB, FSDP {fsdp} MiB")
     assert len(ddp) == len(fsdp) == 2 and max(fsdp) < 0.7 * min(ddp)
+
+
+def test_sharded_checkpoint_survives_kill_9_and_resumes_at_1_and_2_ranks(shakespeare_char, tmp_path):
+    # 2 FSDP ranks save --checkpoint_format=sharded at iters 8 and 16; the second save is killed (-9, rank 0, between
+    # DCP's write and the rename), which leaves iter 8's checkpoint whole. It resumes under FSDP on 2 ranks and in
+    # one process, each to iter 16, equal to an uninterrupted run; `python sharding.py out_dir` makes the ckpt.pt
+    common = ['--gradient_accumulation_steps=4', '--eval_interval=8', '--always_save_checkpoint=True']
+    sharded = [*common, '--checkpoint_format=sharded']
+    torchrun(tmp_path / 'full', *common, '--max_iters=16')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+           '--dataset=shakespeare_char', f'--out_dir={tmp_path / "killed"}', *TINY, *FSDP, *sharded, '--max_iters=16']
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=script_env({'NANOGPT_TEST_KILL_IN_SHARDED_SAVE': '16'}))
+    assert proc.returncode != 0 and 'step 16:' in proc.stdout
+    assert sorted(p.name for p in (tmp_path / 'killed').iterdir() if p.name.startswith('ckpt')) == \
+        ['ckpt.dcp-0', 'ckpt.dcp.tmp']  # iter 8's, whole, and the killed save's leftovers
+    shutil.copytree(tmp_path / 'killed', tmp_path / 'one')
+    torchrun(tmp_path / 'killed', *sharded, '--max_iters=16', '--init_from=resume')
+    train(tmp_path / 'one', *sharded, '--max_iters=16', '--init_from=resume')
+    for name in ('killed', 'one'):
+        assert [r['iter'] for r in evals(tmp_path / name)] == [0, 8, 16]
+        assert sorted(p.name for p in (tmp_path / name).iterdir() if p.name.startswith('ckpt')) == ['ckpt.dcp-1']
+        run_script('sharding.py', str(tmp_path / name))
+    # the 2-rank resume is the same computation as the uninterrupted run: bitwise; one process sums the 4
+    # micro-batches in another order
+    assert_same_weights(tmp_path / 'full' / 'ckpt.pt', tmp_path / 'killed' / 'ckpt.pt', atol=0.0)
+    assert_same_weights(tmp_path / 'full' / 'ckpt.pt', tmp_path / 'one' / 'ckpt.pt', atol=1e-5)
+    # the converted ckpt.pt is an ordinary one: it samples, and resumes with its optimizer state
+    proc = run_script('sample.py', f'--out_dir={tmp_path / "one"}', '--num_samples=1', '--max_new_tokens=5',
+                      '--device=cpu')
+    assert proc.stdout.count('---------------') == 1
+    shutil.rmtree(tmp_path / 'one' / 'ckpt.dcp-1')
+    resumed = train(tmp_path / 'one', *common, '--max_iters=17', '--eval_interval=17', '--init_from=resume')
+    assert [line.split(':')[0] for line in printed_losses(resumed.stdout)] == ['iter 17']  # 1 step, from 16
+    assert [r['iter'] for r in evals(tmp_path / 'one')] == [0, 8, 17]  # (a resume at 16 replays from 16 on)
