@@ -20,6 +20,7 @@ commands with --parallelism=fsdp.
 import math
 import os
 import shlex
+import signal
 import sys
 import time
 
@@ -34,7 +35,8 @@ log_interval = 1
 eval_iters = 200
 eval_only = False  # if True, evaluate once and exit
 always_save_checkpoint = True  # if True, save a checkpoint after every eval, not only when val improves
-init_from = 'scratch'  # 'scratch', 'resume', 'gpt2*', a local Hugging Face GPT-2 directory, or another run's out_dir
+init_from = 'scratch'  # 'scratch', 'resume', 'auto' (resume if out_dir has a checkpoint, else scratch: elastic
+# restarts), 'gpt2*', a local Hugging Face GPT-2 directory, or another run's out_dir
 checkpoint_format = 'ckpt'  # 'ckpt': one file, out_dir/ckpt.pt; 'sharded': out_dir/ckpt.dcp-<n>/, each rank its shards
 eval_hellaswag = False  # also score HellaSwag (eval_tasks.py's multiple choice) at each eval, into log.jsonl
 hellaswag_file = ''  # '' = data/hellaswag/val.jsonl (python data/hellaswag/prepare.py), or a multiple-choice jsonl
@@ -122,14 +124,16 @@ import dataloader  # noqa: E402
 import hardware  # noqa: E402
 import loop  # noqa: E402
 from checkpoint import (check_vocabulary, claim_out_dir, load_checkpoint, load_model, make_checkpoint,  # noqa: E402
-                        model_from_checkpoint, new_model, newest_is_sharded, recorded_tokenizer, save_checkpoint,
-                        weights_are_finite)
+                        model_from_checkpoint, new_model, newest_is_sharded, recorded_tokenizer, resume_path,
+                        save_checkpoint, sharded_checkpoints, weights_are_finite)
 from eval_tasks import read_choices, score_choices  # noqa: E402
 from model import RECIPE_FIELDS  # noqa: E402
 from tokenizer import dataset_dir, for_dataset  # noqa: E402
 
 # various inits, derived attributes, I/O setup
 distributed = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
+if init_from == 'auto':  # torchrun's restart after a failure (--max-restarts) resumes what the failed attempt saved
+    init_from = 'resume' if os.path.isfile(resume_path(out_dir)) or sharded_checkpoints(out_dir) else 'scratch'
 ddp, fsdp = distributed and parallelism == 'ddp', distributed and parallelism == 'fsdp'
 sharded_resume = newest_is_sharded(out_dir) if init_from == 'resume' else None  # a ckpt.dcp-<n> newer than ckpt.pt
 every_rank_saves = fsdp or checkpoint_format == 'sharded'  # a gathering or sharded save takes every rank
@@ -380,6 +384,8 @@ while True:
     # forward/backward over micro_steps micro-batches (gradients synced on the last), clip, step, zero the grads;
     # the dropout masks come from (seed, rank, step) alone, so a resumed run draws the ones it would have drawn
     loop.seed_step(seed, rank, iter_num)
+    if os.environ.get('NANOGPT_TEST_KILL_AT_ITER') == f"{iter_num}:{rank}:{os.environ.get('TORCHELASTIC_RESTART_COUNT')}":
+        os.kill(os.getpid(), signal.SIGKILL)  # tests: a process lost mid-run (iter:rank:attempt)
     loss = loop.train_step(model, optimizer, batches, scaler=scaler, micro_steps=micro_steps, ctx=ctx,
                            grad_clip=grad_clip, lr=lr,
                            sync=None if not distributed or (fsdp and fsdp_reduce_every_micro_step) else parallelism)

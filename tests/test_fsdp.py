@@ -1,6 +1,7 @@
 """train.py --parallelism=fsdp under torchrun on CPU (gloo), tiny fp32 models: the same training as one process,
 an exact resume with dropout, and one checkpoint format with single-process runs and sample.py."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -132,3 +133,32 @@ def test_sharded_checkpoint_survives_kill_9_and_resumes_at_1_and_2_ranks(shakesp
     resumed = train(tmp_path / 'one', *common, '--max_iters=17', '--eval_interval=17', '--init_from=resume')
     assert [line.split(':')[0] for line in printed_losses(resumed.stdout)] == ['iter 17']  # 1 step, from 16
     assert [r['iter'] for r in evals(tmp_path / 'one')] == [0, 8, 17]  # (a resume at 16 replays from 16 on)
+
+
+def test_elastic_restart_after_a_lost_rank_ends_as_an_uninterrupted_run(shakespeare_char, tmp_path):
+    # torchrun --max-restarts=1 with --init_from=auto (slurm/train.sbatch's line): rank 1 is killed (-9) before
+    # iter 7; torchrun restarts both ranks, which resume from iter 4's checkpoint (losing iters 5 and 6 only) and end
+    # at iter 12 with the weights of a run that was never interrupted
+    common = ['--gradient_accumulation_steps=4', '--eval_interval=4', '--always_save_checkpoint=True',
+              '--max_iters=12', '--dropout=0.1']
+    torchrun(tmp_path / 'full', *common)
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '--max-restarts=1',
+           'train.py', '--dataset=shakespeare_char', f'--out_dir={tmp_path / "elastic"}', *TINY, *FSDP, *common,
+           '--init_from=auto']
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=script_env({'NANOGPT_TEST_KILL_AT_ITER': '6:1:0'}))  # iter:rank:attempt
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    steps = [line.split(':')[0] for line in printed_losses(proc.stdout)]
+    assert steps == [f'iter {i}' for i in [*range(1, 7), *range(5, 13)]], steps
+    assert 'Initializing a new model from scratch' in proc.stdout and 'Initializing from resume' in proc.stdout
+    assert_same_weights(tmp_path / 'full' / 'ckpt.pt', tmp_path / 'elastic' / 'ckpt.pt', atol=0.0)
+    assert [r['iter'] for r in evals(tmp_path / 'elastic')] == [0, 4, 8, 12]
+
+
+def test_slurm_script_is_valid_bash():
+    script = os.path.join(REPO, 'slurm', 'train.sbatch')
+    proc = subprocess.run(['bash', '-n', script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    with open(script) as f:
+        text = f.read()
+    assert '--rdzv_backend=c10d' in text and '--init_from=auto' in text and '--max-restarts=' in text
