@@ -70,6 +70,7 @@ beta2 = 0.99
 grad_clip = 1.0
 activation_checkpointing = False  # recompute each block in the backward, as train.py --activation_checkpointing
 parallelism = 'ddp'  # under torchrun: 'ddp' or 'fsdp' (sharding.py), as train.py
+fsdp_reduce_every_micro_step = True  # as train.py: FSDP reduce-scatters each micro-step (False: the last only)
 backend = 'auto'  # under torchrun: 'nccl' on CUDA, 'gloo' on CPU
 # timing
 warmup_steps = 10  # untimed steps first: allocator, caches, torch.compile
@@ -168,7 +169,8 @@ def bench_train(model, peak, ctx, device, device_type):
     def step():
         loss = loop.train_step(step_model, opt, batches, scaler=scaler, micro_steps=gradient_accumulation_steps,
                                ctx=ctx, grad_clip=grad_clip, lr=learning_rate,
-                               sync=parallelism if world_size > 1 else None, masked_targets=masked)
+                               sync=None if world_size == 1 or (parallelism == 'fsdp' and fsdp_reduce_every_micro_step)
+                               else parallelism, masked_targets=masked)
         return loss.item()  # waits for the step, as train.py's logging does
 
     times, losses = [], []
@@ -442,12 +444,16 @@ if __name__ == '__main__':
     if real_data:
         vocab_size = for_dataset(dataset).model_vocab_size  # a new model's rows for it, as train.py makes one
     torch.manual_seed(seed)
-    model = new_model(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                      dropout=dropout, bias=bias, **{k: globals()[k] for k in RECIPE_FIELDS}).to(device)
+    fsdp = world_size > 1 and parallelism == 'fsdp'
+    with torch.device('meta' if fsdp else 'cpu'):  # FSDP: shapes only, then each rank's shards (as train.py)
+        model = new_model(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
+                          n_embd=n_embd, dropout=dropout, bias=bias, **{k: globals()[k] for k in RECIPE_FIELDS})
     model.activation_checkpointing = activation_checkpointing
-    if world_size > 1 and parallelism == 'fsdp':
+    if fsdp:
         import sharding  # only here: torch.distributed.checkpoint and fsdp add a second to every start-up
-        sharding.shard(model, device_type, dtype, world_size)
+        sharding.shard(model, device, dtype, world_size)
+    else:
+        model.to(device)
     print(f"{device}, {dtype}, compile={compile}, {'real' if real_data else 'synthetic'} data, "
           f"{model.get_num_params() / 1e6:.2f}M params, {torch.get_num_threads()} threads; {load_note()}")
     if mode in ('train', 'all'):

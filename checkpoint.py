@@ -217,6 +217,8 @@ def model_from_checkpoint(checkpoint, dropout=None):
     if dropout is not None:
         model_args['dropout'] = dropout
     model = new_model(**model_args)
+    if not checkpoint['model']:  # a sharded checkpoint's meta.pt: the weights are loaded later
+        return model
     try:
         model.load_state_dict(checkpoint['model'])
     except RuntimeError as e:
@@ -245,6 +247,25 @@ def saved_iteration(path):
         return torch.load(path, map_location='cpu', weights_only=True, mmap=True)['iter_num']
     except Exception:  # unreadable: load_checkpoint says why, in one line, once this file is chosen
         return -1
+
+
+def sharded_checkpoints(out_dir):
+    """The complete sharded checkpoints in out_dir (ckpt.dcp-<n> directories, sharding.save_sharded), oldest first."""
+    names = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    found = [n for n in names if n.startswith('ckpt.dcp-') and n.rsplit('-', 1)[1].isdigit()]
+    return [os.path.join(out_dir, n) for n in sorted(found, key=lambda n: int(n.rsplit('-', 1)[1]))]
+
+
+def newest_is_sharded(out_dir):
+    """The newest sharded checkpoint in out_dir when it is newer than the ckpt.pt (or resume.pt) a resume would
+    read, else None."""
+    sharded = sharded_checkpoints(out_dir)
+    if not sharded:
+        return None
+    one_file = resume_path(out_dir)
+    if os.path.isfile(one_file) and os.path.getmtime(one_file) > os.path.getmtime(sharded[-1] + '/meta.pt'):
+        return None
+    return sharded[-1]
 
 
 def load_model(init_from, out_dir=None, dropout=None, latest=False):

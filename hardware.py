@@ -417,7 +417,15 @@ def init_distributed(device, backend='auto'):
     stop_with_launcher()
     if device.startswith('cuda'):
         device = this_ranks_device(device)  # setup() has made it current already
-    torch.distributed.init_process_group(backend=backend if backend != 'auto' else
-                                         ('nccl' if device.startswith('cuda') else 'gloo'))
+    backend = backend if backend != 'auto' else ('nccl' if device.startswith('cuda') else 'gloo')
+    restart = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', 0))
+    if restart and os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True':
+        # after a torchrun restart the agent's store still holds the failed attempt's addresses under the same
+        # keys, where the new processes would read them and connect to dead ones: each attempt gets its own keys
+        store = torch.distributed.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), is_master=False)
+        torch.distributed.init_process_group(backend=backend, store=torch.distributed.PrefixStore(
+            f'attempt_{restart}', store), rank=rank, world_size=world_size)
+    else:
+        torch.distributed.init_process_group(backend=backend)
     install_error_hook()
     return rank, local_rank, world_size, device

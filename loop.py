@@ -87,7 +87,8 @@ def train_step(model, optimizer, batches, *, scaler, micro_steps, ctx, grad_clip
     """
     One optimizer step over micro_steps micro-batches from `batches`. Each micro-loss is divided by
     micro_steps, so the gradients add up to the mean over the step's batch (DDP and FSDP then average over
-    ranks); with sync='ddp' or 'fsdp' only the last micro-step reduces gradients across ranks. Returns this
+    ranks); with sync='ddp' or 'fsdp' only the last micro-step reduces gradients across ranks (sync=None under
+    FSDP: every micro-step reduce-scatters, so only gradient shards are kept between them). Returns this
     rank's mean loss as a 0-dim tensor (no host sync here: call .item() only when logging). Clipping works
     on FSDP's sharded gradients too: clip_grad_norm_ takes the norm over every shard. masked_targets: the data
     has answer masks (dataloader.has_answer_masks), see GPT.forward.

@@ -278,22 +278,21 @@ class GPT(nn.Module):
             # weight tying (https://paperswithcode.com/method/weight-tying): the output projection is the
             # token embedding, as in GPT-2; the state_dict still lists both keys, like nanoGPT's
             self.transformer.wte.weight = self.lm_head.weight
-        if config.rotary:  # the angles of positions [0, block_size), which training reads; not saved in checkpoints
-            cos, sin = rotary_tables(0, config.block_size, config.n_embd // config.n_head, config.rotary_base)
-            self.register_buffer('rotary_cos', cos, persistent=False)
-            self.register_buffer('rotary_sin', sin, persistent=False)
+        self.reset_buffers()
 
         self.apply(self._init_weights)
-        # GPT-2 scales the init of the projections that write into the residual stream by
-        # 1/sqrt(2 * n_layer): each of the 2 * n_layer residual additions then adds comparable variance.
-        # zero_init_proj starts them at zero instead (modded-nanogpt): every block begins as the identity.
         for name, p in self.named_parameters():
-            if name.endswith('c_proj.weight') or (name == 'lm_head.weight' and not config.tie_embeddings):
-                if config.zero_init_proj:
-                    torch.nn.init.zeros_(p)
-                elif name.endswith('c_proj.weight'):
-                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            self._init_residual(name, p)
         print(f"number of parameters: {self.get_num_params() / 1e6:.2f}M")
+
+    def reset_buffers(self, device=None):
+        """The rotary angles of positions [0, block_size), which training reads; computed, not saved in checkpoints.
+        sharding.py calls it again once a model built on the meta device has memory on `device`."""
+        if self.config.rotary:
+            c = self.config
+            cos, sin = rotary_tables(0, c.block_size, c.n_embd // c.n_head, c.rotary_base)
+            self.register_buffer('rotary_cos', cos.to(device), persistent=False)
+            self.register_buffer('rotary_sin', sin.to(device), persistent=False)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -302,6 +301,16 @@ class GPT(nn.Module):
                 torch.nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def _init_residual(self, name, p):
+        # GPT-2 scales the init of the projections that write into the residual stream by
+        # 1/sqrt(2 * n_layer): each of the 2 * n_layer residual additions then adds comparable variance.
+        # zero_init_proj starts them at zero instead (modded-nanogpt): every block begins as the identity.
+        if name.endswith('c_proj.weight') or (name == 'lm_head.weight' and not self.config.tie_embeddings):
+            if self.config.zero_init_proj:
+                torch.nn.init.zeros_(p)
+            elif name.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
     def get_num_params(self, non_embedding=True):
         """Parameter count. With non_embedding, the embedding lookups are left out: the position embeddings,

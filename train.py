@@ -20,6 +20,7 @@ commands with --parallelism=fsdp.
 import math
 import os
 import shlex
+import signal
 import sys
 import time
 
@@ -36,7 +37,9 @@ eval_iters = 200
 eval_only = False  # if True, evaluate once and exit
 always_save_checkpoint = True  # if True, save a checkpoint after every eval, not only when val improves
 overwrite = False  # if True, a new run (init_from not 'resume') may replace the trained model already in out_dir
-init_from = 'scratch'  # 'scratch', 'resume', 'gpt2*', a local Hugging Face GPT-2 directory, or another run's out_dir
+init_from = 'scratch'  # 'scratch', 'resume', 'auto' (resume if out_dir has a checkpoint, else scratch: elastic
+# restarts), 'gpt2*', a local Hugging Face GPT-2 directory, or another run's out_dir
+checkpoint_format = 'ckpt'  # 'ckpt': one file, out_dir/ckpt.pt; 'sharded': out_dir/ckpt.dcp-<n>/, each rank its shards
 eval_hellaswag = False  # also score HellaSwag (eval_tasks.py's multiple choice) at each eval, into log.jsonl
 hellaswag_file = ''  # '' = data/hellaswag/val.jsonl (python data/hellaswag/prepare.py), or a multiple-choice jsonl
 # wandb logging
@@ -82,6 +85,9 @@ min_lr = 6e-5  # minimum learning rate, should be ~= learning_rate/10 per Chinch
 # DDP settings
 backend = 'auto'  # 'nccl' on CUDA, 'gloo' on CPU; or name one
 parallelism = 'ddp'  # under torchrun: 'ddp' (every process holds the whole model) or 'fsdp' (sharded: sharding.py)
+fsdp_reduce_every_micro_step = True  # FSDP: reduce-scatter gradients after each micro-step, keeping only their
+# shards (memory: 1/N of the gradients), or False: once per step, holding whole gradients across micro-steps
+# (communication: one reduction per step, as DDP)
 # system
 device = 'auto'  # 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'  # 'float32', 'bfloat16', 'float16' (with a GradScaler), or 'auto'
@@ -106,6 +112,10 @@ if parallelism not in ('ddp', 'fsdp'):
     raise UserError(f"parallelism must be 'ddp' or 'fsdp', got '{parallelism}'")
 if optimizer not in ('adamw', 'muon'):
     raise UserError(f"optimizer must be 'adamw' or 'muon', got '{optimizer}'")
+if checkpoint_format not in ('ckpt', 'sharded'):
+    raise UserError(f"checkpoint_format must be 'ckpt' or 'sharded', got '{checkpoint_format}'")
+if checkpoint_format == 'sharded' and optimizer == 'muon':
+    raise UserError("--checkpoint_format=sharded saves AdamW's state, not Muon's: use --checkpoint_format=ckpt")
 # -----------------------------------------------------------------------------
 # the rest is imported only now, the settings checked: importing torch takes seconds, a typo's error line does not
 import torch  # noqa: E402
@@ -115,8 +125,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 import dataloader  # noqa: E402
 import hardware  # noqa: E402
 import loop  # noqa: E402
-from checkpoint import (check_new_run, check_vocabulary, claim_out_dir, load_model, make_checkpoint,  # noqa: E402
-                        new_model, recorded_tokenizer, save_checkpoint, weights_are_finite)
+from checkpoint import (check_new_run, check_vocabulary, claim_out_dir, load_checkpoint, load_model,  # noqa: E402
+                        make_checkpoint, model_from_checkpoint, new_model, newest_is_sharded, recorded_tokenizer,
+                        resume_path, save_checkpoint, sharded_checkpoints, weights_are_finite)
 from eval_tasks import read_choices, score_choices  # noqa: E402
 from model import RECIPE_FIELDS  # noqa: E402
 from tokenizer import VOCAB_FILES, dataset_dir, for_dataset  # noqa: E402
@@ -126,8 +137,12 @@ if wandb_log:
 
 # various inits, derived attributes, I/O setup
 distributed = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
+if init_from == 'auto':  # torchrun's restart after a failure (--max-restarts) resumes what the failed attempt saved
+    init_from = 'resume' if os.path.isfile(resume_path(out_dir)) or sharded_checkpoints(out_dir) else 'scratch'
 ddp, fsdp = distributed and parallelism == 'ddp', distributed and parallelism == 'fsdp'
-if fsdp:
+sharded_resume = newest_is_sharded(out_dir) if init_from == 'resume' else None  # a ckpt.dcp-<n> newer than ckpt.pt
+every_rank_saves = fsdp or checkpoint_format == 'sharded'  # a gathering or sharded save takes every rank
+if fsdp or every_rank_saves or sharded_resume:
     import sharding  # only here: torch.distributed.checkpoint and fsdp add a second to every start-up
 hw = hardware.setup(device, dtype)  # dtype 'auto' becomes what this hardware runs fastest and accurately
 device_type, dtype, ctx = hw.device_type, hw.dtype, hw.ctx
@@ -188,14 +203,22 @@ torch.manual_seed(seed)  # the same initial weights on every rank
 if init_from == 'scratch':
     if master_process:
         print("Initializing a new model from scratch")
-    model = new_model(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                      vocab_size=data_tokenizer.model_vocab_size, dropout=dropout,
-                      **{k: config[k] for k in RECIPE_FIELDS})
+    with torch.device('meta' if fsdp else 'cpu'):  # FSDP: shapes only; sharding.shard gives each rank its shards
+        model = new_model(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                          vocab_size=data_tokenizer.model_vocab_size, dropout=dropout,
+                          **{k: config[k] for k in RECIPE_FIELDS})
 else:
     if master_process:
         print(f"Initializing from {init_from} ({out_dir} checkpoint)" if init_from == 'resume' else
               f"Initializing from the weights of {init_from}")
-    model, checkpoint = load_model(init_from, out_dir, dropout, latest=True)  # an interrupted run's resume.pt first
+    if sharded_resume:  # the small values now; the weights once the optimizer is built (sharding.load_sharded)
+        checkpoint = load_checkpoint(os.path.join(sharded_resume, 'meta.pt'))
+        with torch.device('meta' if fsdp else 'cpu'):
+            model = model_from_checkpoint(checkpoint, dropout)
+    elif fsdp:  # rank 0 reads the weights, the others build the model on the meta device (sharding.shard broadcasts)
+        model, checkpoint = sharding.load_model(init_from, out_dir, dropout)
+    else:  # an interrupted run's resume.pt first
+        model, checkpoint = load_model(init_from, out_dir, dropout, latest=True)
     trained_with = recorded_tokenizer(checkpoint, init_from)  # a checkpoint knows its vocabulary; so does an export
     if trained_with is not None:
         check_vocabulary(trained_with, dataset, out_dir + '/ckpt.pt' if init_from == 'resume' else init_from)
@@ -234,10 +257,11 @@ vocab_size = model.config.vocab_size
 if meta_vocab_size is not None and meta_vocab_size > vocab_size:
     raise UserError(f"dataset '{dataset}' has {meta_vocab_size} tokens but the model's vocab_size is "
                     f"{vocab_size}: it was made for another vocabulary")
-model.to(device)
 model.activation_checkpointing = activation_checkpointing
 if fsdp:  # before the optimizer, which then holds the shards
-    sharding.shard(model, device_type, dtype, world_size)
+    sharding.shard(model, device, dtype, world_size, initialise_weights=not sharded_resume)
+else:
+    model.to(device)
 
 # initialize a GradScaler; if enabled=False (any dtype but float16) it is a no-op
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
@@ -249,13 +273,17 @@ if checkpoint is not None and not eval_only:  # an evaluation needs no optimizer
     if saved_with != optimizer_name:
         raise UserError(f"{out_dir}/ckpt.pt was trained with optimizer='{saved_with}': resume it with "
                         f"--optimizer={saved_with}")
-    if fsdp:
+    if sharded_resume:
+        pass  # below, with the weights
+    elif fsdp:
         sharding.load_optimizer(model, optimizer, checkpoint['optimizer'])
     else:
         optimizer.load_state_dict(checkpoint['optimizer'])
     if 'scaler' in checkpoint:
         scaler.load_state_dict(checkpoint['scaler'])
 checkpoint = None  # free up memory
+if sharded_resume:  # each rank reads the parts of the files that its shards (or whole tensors) need
+    sharding.load_sharded(sharded_resume, model, None if eval_only else optimizer)
 
 raw_model = model  # the bare GPT, for checkpoints and MFU
 if compile:
@@ -272,10 +300,17 @@ if master_process:
 
 
 def save(reason, name='ckpt.pt'):
-    """Write out_dir/<name> from the master; under FSDP every rank calls it, to gather the shards."""
+    """Write out_dir/<name> from the master; under FSDP or with sharded checkpoints every rank calls it."""
     global saved_iter
     if name == 'ckpt.pt':
         saved_iter = iter_num
+    if checkpoint_format == 'sharded':  # every rank writes its own shards; the newest ckpt.dcp-<n> is resumed
+        meta = make_checkpoint(raw_model, optimizer, iter_num, best_val_loss, config, data_tokenizer, model_state={},
+                               optimizer_state={}, best_iter=saved_iter, command=command, scaler=scaler.state_dict())
+        path = sharding.save_sharded(raw_model, optimizer, out_dir, meta)
+        if master_process:
+            print(f"saved sharded checkpoint {path} ({reason})")
+        return
     states = sharding.full_state(raw_model, optimizer) if fsdp else (None, None)
     if not master_process:
         return
@@ -314,7 +349,7 @@ def stop_run():
     """After a stop request: save what was trained, then exit 130. Non-finite weights are never written; with
     always_save_checkpoint=False ckpt.pt stays the best model and the state goes to resume.pt beside it (which
     --init_from=resume reads when it is the newer)."""
-    if (master_process or fsdp) and not eval_only and local_iter_num > 0:
+    if (master_process or every_rank_saves) and not eval_only and local_iter_num > 0:
         finite = weights_are_finite(raw_model)  # under FSDP, of this rank's shards; then the ranks agree
         if fsdp:
             finite = not loop.any_rank(not finite, device)
@@ -381,7 +416,7 @@ while True:
         best_val_loss = min(best_val_loss, losses['val'])
         # max_iters=0 saves the model as initialised: the untrained baseline an evaluation compares against
         trained = local_iter_num > 0 or (max_iters == 0 and init_from == 'scratch')
-        if not eval_only and trained and (improved or always_save_checkpoint) and (master_process or fsdp):
+        if not eval_only and trained and (improved or always_save_checkpoint) and (master_process or every_rank_saves):
             save('val loss improved' if improved else 'always_save_checkpoint')
     if eval_only or iter_num >= max_iters:
         break
@@ -389,9 +424,11 @@ while True:
     # forward/backward over micro_steps micro-batches (gradients synced on the last), clip, step, zero the grads;
     # the dropout masks come from (seed, rank, step) alone, so a resumed run draws the ones it would have drawn
     loop.seed_step(seed, rank, iter_num)
+    if os.environ.get('GPT_TEST_KILL_AT_ITER') == f"{iter_num}:{rank}:{os.environ.get('TORCHELASTIC_RESTART_COUNT')}":
+        os.kill(os.getpid(), signal.SIGKILL)  # tests: a process lost mid-run (iter:rank:attempt)
     loss = loop.train_step(model, optimizer, batches, scaler=scaler, micro_steps=micro_steps, ctx=ctx,
-                           grad_clip=grad_clip, lr=lr, sync=parallelism if distributed else None,
-                           masked_targets=masked_targets)
+                           grad_clip=grad_clip, lr=lr, masked_targets=masked_targets,
+                           sync=None if not distributed or (fsdp and fsdp_reduce_every_micro_step) else parallelism)
     iter_num += 1
     local_iter_num += 1
 
