@@ -82,6 +82,13 @@ def seed_step(seed, rank, step):
     torch.manual_seed(int(np.random.SeedSequence([seed, DROPOUT_STREAM, rank, step]).generate_state(1, np.uint64)[0]))
 
 
+def set_lr(optimizer, lr):
+    """The schedule's learning rate on every group of the optimizer, times the group's 'lr_ratio' (its own rate
+    over the schedule's: Muon's matrices run at muon_lr; a group without one runs at lr)."""
+    for group in optimizer.param_groups:
+        group['lr'] = lr * group.get('lr_ratio', 1.0)
+
+
 def train_step(model, optimizer, batches, *, scaler, micro_steps, ctx, grad_clip, lr, sync=None,
                masked_targets=False):
     """
@@ -93,8 +100,7 @@ def train_step(model, optimizer, batches, *, scaler, micro_steps, ctx, grad_clip
     on FSDP's sharded gradients too: clip_grad_norm_ takes the norm over every shard. masked_targets: the data
     has answer masks (dataloader.has_answer_masks), see GPT.forward.
     """
-    for group in optimizer.param_groups:  # lr_ratio: a group's own learning rate over the schedule's
-        group['lr'] = lr * group.get('lr_ratio', 1.0)
+    set_lr(optimizer, lr)
     total = torch.zeros((), device=next(model.parameters()).device)
     for micro in range(micro_steps):
         x, y = next(batches)

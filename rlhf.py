@@ -276,8 +276,8 @@ def rollout(kl_coef):
 def update(batch, lr):
     """ppo_epochs passes of minibatches over one rollout batch, one optimizer step per minibatch (its gradients
     accumulated over micro-batches); returns the mean losses and clip fraction."""
-    for group in optimizer.param_groups + value_optimizer.param_groups:
-        group['lr'] = lr
+    for opt in (optimizer, value_optimizer):
+        loop.set_lr(opt, lr)
     model.train()
     stats = []
     for _ in range(ppo_epochs):
