@@ -255,16 +255,22 @@ def test_export_py_refuses_in_one_line(tmp_path):
     assert not (tmp_path / 'hf').exists()
 
 
-def _muon_steps_on_rank(rank, world_size, init_file, shapes, grads, out):
-    """One gloo process of test_muon_split_over_ranks: 3 Muon steps on the same matrices and gradients."""
-    torch.distributed.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world_size)
-    torch.set_num_threads(1)
+def muon_steps(shapes, grads):
+    """Matrices of these shapes, all ones, after a Muon step on each list of gradients in grads."""
     params = [torch.nn.Parameter(torch.ones(shape)) for shape in shapes]
     opt = Muon(params, lr=0.05, weight_decay=0.1, momentum=0.9, nesterov=True, adjust_lr_fn='original')
     for step in grads:
         for p, g in zip(params, step):
             p.grad = g.clone()
         opt.step()
+    return params
+
+
+def _muon_steps_on_rank(rank, world_size, init_file, shapes, grads, out):
+    """One gloo process of test_muon_split_over_ranks: 3 Muon steps on the same matrices and gradients."""
+    torch.distributed.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    params = muon_steps(shapes, grads)
     if rank == 0:
         torch.save([p.detach() for p in params], out)
     torch.distributed.destroy_process_group()
@@ -279,11 +285,6 @@ def test_muon_split_over_ranks_is_one_process(tmp_path):
     grads = [[torch.randn(shape) for shape in shapes] for _ in range(3)]
     torch.multiprocessing.spawn(_muon_steps_on_rank, args=(2, tmp_path / 'init', shapes, grads, tmp_path / 'ddp.pt'),
                                 nprocs=2)
-    params = [torch.nn.Parameter(torch.ones(shape)) for shape in shapes]
-    opt = Muon(params, lr=0.05, weight_decay=0.1, momentum=0.9, nesterov=True, adjust_lr_fn='original')
-    for step in grads:
-        for p, g in zip(params, step):
-            p.grad = g.clone()
-        opt.step()
+    params = muon_steps(shapes, grads)
     for ours, split in zip(params, torch.load(tmp_path / 'ddp.pt', weights_only=True)):
         torch.testing.assert_close(split, ours.detach(), atol=1e-5, rtol=0)
