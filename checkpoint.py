@@ -108,9 +108,10 @@ def check_new_run(out_dir, init_from, overwrite=False):
     """A UserError, before any work, when a new run (any init_from but 'resume') would write its checkpoints
     over a trained model in out_dir: its first save would replace days of training with a few steps'.
     overwrite=True is the user saying that is what they want."""
-    trained = [name for name in ('ckpt.pt', 'resume.pt') if os.path.isfile(os.path.join(out_dir, name))]
+    trained = [os.path.join(out_dir, name) for name in ('ckpt.pt', 'resume.pt')
+               if os.path.isfile(os.path.join(out_dir, name))] + sharded_checkpoints(out_dir)
     if init_from != 'resume' and trained and not overwrite:
-        raise UserError(f"{os.path.join(out_dir, trained[0])} holds a trained model, which this new run "
+        raise UserError(f"{trained[0]} holds a trained model, which this new run "
                         f"(init_from={init_from}) would overwrite: continue it with --init_from=resume, or train "
                         f"into a new --out_dir (--overwrite=True replaces it)")
 

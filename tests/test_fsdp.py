@@ -169,3 +169,14 @@ def test_slurm_script_is_valid_bash():
     with open(script) as f:
         text = f.read()
     assert '--rdzv_backend=c10d' in text and '--init_from=auto' in text and '--max-restarts=' in text
+
+
+def test_a_new_run_over_a_sharded_checkpoint_is_refused(tmp_path):
+    """check_new_run counts a sharded checkpoint (a ckpt.dcp-<n> directory) as a trained model, as it does ckpt.pt."""
+    from checkpoint import check_new_run
+    from configurator import UserError
+    (tmp_path / 'ckpt.dcp-8').mkdir()
+    with pytest.raises(UserError, match=r'ckpt.dcp-8 holds a trained model.*--init_from=resume'):
+        check_new_run(str(tmp_path), 'scratch')
+    check_new_run(str(tmp_path), 'resume')
+    check_new_run(str(tmp_path), 'scratch', overwrite=True)
