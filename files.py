@@ -14,7 +14,9 @@ a real process (no timing luck, no real full disk):
                                 written, before the rename that would publish it (fault_if_full)
     GPT_TEST_KILL_AT=<point>    the process SIGKILLs itself at the named point (kill_point): 'prepare-renames'
                                 (between two renames of a dataset's files), 'export-swap' (an export's new
-                                directory complete, before it replaces hf_dir), 'export-swapped' (just after)
+                                directory complete, before it replaces hf_dir), 'export-swapped' (just after),
+                                'sharded-save:<iter>' (rank 0, a sharded checkpoint written, before its rename),
+                                'iter:<iter>:<rank>:<torchrun restart>' (train.py, before that step)
 """
 import contextlib
 import ctypes

@@ -20,7 +20,6 @@ converts such a checkpoint to the ckpt.pt the other scripts read.
 import copy
 import os
 import shutil
-import signal
 import tempfile
 
 import torch
@@ -33,6 +32,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 import checkpoint
 from configurator import UserError, configure
+from files import kill_point
 from model import GPT
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0's CPU
@@ -199,8 +199,7 @@ def save_sharded(model, optimizer, out_dir, meta):
              checkpoint_id=tmp)
     if not distributed or dist.get_rank() == 0:
         checkpoint.save_checkpoint(meta, os.path.join(tmp, 'meta.pt'))
-        if os.environ.get('GPT_TEST_KILL_IN_SHARDED_SAVE') == str(meta['iter_num']):  # tests: a kill -9 here
-            os.kill(os.getpid(), signal.SIGKILL)
+        kill_point(f"sharded-save:{meta['iter_num']}")  # tests: a kill -9 between DCP's write and the rename
         older = checkpoint.sharded_checkpoints(out_dir)
         path = os.path.join(out_dir, f'ckpt.dcp-{int(older[-1].rsplit("-", 1)[1]) + 1 if older else 0}')
         os.rename(tmp, path)

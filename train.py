@@ -20,7 +20,6 @@ commands with --parallelism=fsdp.
 import math
 import os
 import shlex
-import signal
 import sys
 import time
 
@@ -129,6 +128,7 @@ from checkpoint import (check_new_run, check_vocabulary, claim_out_dir, load_che
                         make_checkpoint, model_from_checkpoint, new_model, newest_is_sharded, recorded_tokenizer,
                         resume_path, save_checkpoint, sharded_checkpoints, weights_are_finite)
 from eval_tasks import read_choices, score_choices  # noqa: E402
+from files import kill_point  # noqa: E402
 from model import RECIPE_FIELDS  # noqa: E402
 from tokenizer import VOCAB_FILES, dataset_dir, for_dataset  # noqa: E402
 
@@ -137,6 +137,7 @@ if wandb_log:
 
 # various inits, derived attributes, I/O setup
 distributed = int(os.environ.get('RANK', -1)) != -1  # launched by torchrun?
+restart = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', 0))  # torchrun's attempt (--max-restarts)
 if init_from == 'auto':  # torchrun's restart after a failure (--max-restarts) resumes what the failed attempt saved
     init_from = 'resume' if os.path.isfile(resume_path(out_dir)) or sharded_checkpoints(out_dir) else 'scratch'
 ddp, fsdp = distributed and parallelism == 'ddp', distributed and parallelism == 'fsdp'
@@ -424,8 +425,7 @@ while True:
     # forward/backward over micro_steps micro-batches (gradients synced on the last), clip, step, zero the grads;
     # the dropout masks come from (seed, rank, step) alone, so a resumed run draws the ones it would have drawn
     loop.seed_step(seed, rank, iter_num)
-    if os.environ.get('GPT_TEST_KILL_AT_ITER') == f"{iter_num}:{rank}:{os.environ.get('TORCHELASTIC_RESTART_COUNT')}":
-        os.kill(os.getpid(), signal.SIGKILL)  # tests: a process lost mid-run (iter:rank:attempt)
+    kill_point(f"iter:{iter_num}:{rank}:{restart}")  # tests: a process lost mid-run (files.py)
     loss = loop.train_step(model, optimizer, batches, scaler=scaler, micro_steps=micro_steps, ctx=ctx,
                            grad_clip=grad_clip, lr=lr, masked_targets=masked_targets,
                            sync=None if not distributed or (fsdp and fsdp_reduce_every_micro_step) else parallelism)

@@ -117,7 +117,7 @@ def test_sharded_checkpoint_survives_kill_9_and_resumes_at_1_and_2_ranks(shakesp
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
            '--dataset=shakespeare_char', f'--out_dir={tmp_path / "killed"}', *TINY, *FSDP, *sharded, '--max_iters=16']
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=script_env({'GPT_TEST_KILL_IN_SHARDED_SAVE': '16'}))
+                          env=script_env({'GPT_TEST_KILL_AT': 'sharded-save:16'}))
     assert proc.returncode != 0 and 'step 16:' in proc.stdout
     assert sorted(p.name for p in (tmp_path / 'killed').iterdir() if p.name.startswith('ckpt')) == \
         ['ckpt.dcp-0', 'ckpt.dcp.tmp']  # iter 8's, whole, and the killed save's leftovers
@@ -153,7 +153,7 @@ def test_elastic_restart_after_a_lost_rank_ends_as_an_uninterrupted_run(shakespe
            'train.py', '--dataset=shakespeare_char', f'--out_dir={tmp_path / "elastic"}', *TINY, *FSDP, *common,
            '--init_from=auto']
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=script_env({'GPT_TEST_KILL_AT_ITER': '6:1:0'}))  # iter:rank:attempt
+                          env=script_env({'GPT_TEST_KILL_AT': 'iter:6:1:0'}))  # iter:rank:attempt
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     steps = [line.split(':')[0] for line in printed_losses(proc.stdout)]
     assert steps == [f'iter {i}' for i in [*range(1, 7), *range(5, 13)]], steps
