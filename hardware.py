@@ -282,8 +282,9 @@ def peak_flops(device_type, dtype, device=None, max_n=2048, max_reps=8):
     The Peak that train.py's and bench.py's MFU figures are measured against. A GPU in GPU_PEAK_FLOPS: its
     published dense figure, stated. Another GPU: back-to-back large matmuls at the run's dtype timed with CUDA
     events (probe_peak_cuda). A CPU: matmuls on one thread measured here by probe_peak at the run's dtype, times the
-    threads torch uses, or at float32 on a CPU that only emulates that dtype, the fastest the hardware does (an emulated peak would make every MFU look high);
-    a measured peak is measured again whenever a step beats it (Peak.mfu).
+    threads torch uses, or at float32 on a CPU that only emulates that dtype, the fastest the hardware does (an
+    emulated peak would make every MFU look high); a measured peak is measured again whenever a step beats it
+    (Peak.mfu).
     """
     if device_type == 'cuda':
         name = torch.cuda.get_device_name(device)
