@@ -150,7 +150,7 @@ def bench_train(model, peak, ctx, device, device_type):
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
     opt = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer, muon_lr,
                                      muon_momentum, hardware.muon_dtype(dtype, device_type))
-    step_model = torch.compile(model) if compile else model
+    step_model = torch.compile(model) if compile and not fsdp else model  # (FSDP: sharding.shard compiled each block)
     if world_size > 1 and parallelism == 'ddp':
         step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=None if device_type != 'cuda'
                                                                else [torch.cuda.current_device()],
@@ -451,7 +451,7 @@ if __name__ == '__main__':
     model.activation_checkpointing = activation_checkpointing
     if fsdp:
         import sharding  # only here: torch.distributed.checkpoint and fsdp add a second to every start-up
-        sharding.shard(model, device, dtype, world_size)
+        sharding.shard(model, device, dtype, world_size, compile=compile)
     else:
         model.to(device)
     print(f"{device}, {dtype}, compile={compile}, {'real' if real_data else 'synthetic'} data, "

@@ -208,7 +208,17 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
+        self.checkpointed = False  # recompute in the backward: GPT.activation_checkpointing sets it on every block
+
     def forward(self, x, cache=None, rotary=None, mask=None):
+        if self.checkpointed and self.training and torch.is_grad_enabled():
+            # keep only the block's input; its activations are recomputed in the backward (the same dropout masks:
+            # checkpoint restores the RNG state), ~1/3 more compute for a fraction of the memory. Inside the block,
+            # so that a block compiled on its own (sharding.shard) traces the checkpoint into its graph
+            return torch.utils.checkpoint.checkpoint(self.layers, x, cache, rotary, mask, use_reentrant=False)
+        return self.layers(x, cache, rotary, mask)
+
+    def layers(self, x, cache, rotary, mask):
         x = x + self.attn(self.ln_1(x), cache, rotary, mask)
         x = x + self.mlp(self.ln_2(x))
         return x
@@ -273,7 +283,6 @@ class GPT(nn.Module):
             ln_f=make_norm(config),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.activation_checkpointing = False  # a training choice, not the architecture: set by train.py / bench.py
         if config.tie_embeddings:
             # weight tying (https://paperswithcode.com/method/weight-tying): the output projection is the
             # token embedding, as in GPT-2; the state_dict still lists both keys, like nanoGPT's
@@ -284,6 +293,17 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             self._init_residual(name, p)
         print(f"number of parameters: {self.get_num_params() / 1e6:.2f}M")
+
+    @property
+    def activation_checkpointing(self):
+        """A training choice, not the architecture (train.py / bench.py set it): each block recomputes its
+        activations in the backward (Block.forward)."""
+        return any(block.checkpointed for block in self.transformer.h)
+
+    @activation_checkpointing.setter
+    def activation_checkpointing(self, on):
+        for block in self.transformer.h:
+            block.checkpointed = on
 
     def reset_buffers(self, device=None):
         """The rotary angles of positions [0, block_size), which training reads; computed, not saved in checkpoints.
@@ -368,12 +388,7 @@ class GPT(nn.Module):
             x = self.transformer.ln_e(x)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-                # keep only the block's input; its activations are recomputed in the backward (the same dropout
-                # masks: checkpoint restores the RNG state), ~1/3 more compute for a fraction of the memory
-                x = torch.utils.checkpoint.checkpoint(block, x, None, rotary, mask, use_reentrant=False)
-            else:
-                x = block(x, caches[i] if caches is not None else None, rotary, mask)
+            x = block(x, caches[i] if caches is not None else None, rotary, mask)
         return self.transformer.ln_f(x)
 
     def logits(self, x):

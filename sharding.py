@@ -61,11 +61,14 @@ def load_model(init_from, out_dir, dropout):
     return model, None if small is None else {**small, 'optimizer': {'state': {}, 'param_groups': []}}
 
 
-def shard(model, device, dtype, world_size, initialise_weights=True):
+def shard(model, device, dtype, world_size, initialise_weights=True, compile=False):
     """Shard the GPT in place and give each rank its shards on `device`: a model built on the meta device on every
     rank (a new one) is initialised as one process initialises it; one with weights on rank 0 (load_model) gets
     them, broadcast. On a GPU with bf16, the parameters are gathered in bf16 for the forward and backward while
-    gradients are reduced, and the optimizer steps, in fp32; elsewhere everything stays fp32."""
+    gradients are reduced, and the optimizer steps, in fp32; elsewhere everything stays fp32.
+    compile=True compiles each block on its own, in place (Module.compile: the same module, the same state_dict
+    keys), before it is sharded: torch.compile of the whole model would break its graph at every sharded block's
+    hooks, and a block's graph holds its activation checkpoint (Block.forward) too."""
     weights = None
     if dist.get_rank() == 0 and model.lm_head.weight.device.type != 'meta':
         weights = model.state_dict()  # rank 0's loaded weights, kept here while the model goes to the meta device
@@ -76,6 +79,8 @@ def shard(model, device, dtype, world_size, initialise_weights=True):
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
               if device_type == 'cuda' and dtype == 'bfloat16' else MixedPrecisionPolicy())
     for block in model.transformer.h:
+        if compile:
+            block.compile()
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)  # the tied wte / lm_head weight is one parameter here
     model.to_empty(device=device)  # this rank's shards only, uninitialised

@@ -260,7 +260,7 @@ if meta_vocab_size is not None and meta_vocab_size > vocab_size:
                     f"{vocab_size}: it was made for another vocabulary")
 model.activation_checkpointing = activation_checkpointing
 if fsdp:  # before the optimizer, which then holds the shards
-    sharding.shard(model, device, dtype, world_size, initialise_weights=not sharded_resume)
+    sharding.shard(model, device, dtype, world_size, initialise_weights=not sharded_resume, compile=compile)
 else:
     model.to(device)
 
@@ -287,9 +287,9 @@ if sharded_resume:  # each rank reads the parts of the files that its shards (or
     sharding.load_sharded(sharded_resume, model, None if eval_only else optimizer)
 
 raw_model = model  # the bare GPT, for checkpoints and MFU
-if compile:
-    if master_process:
-        print("compiling the model... (takes a ~minute)")
+if compile and master_process:
+    print("compiling the model... (takes a ~minute)")
+if compile and not fsdp:  # (FSDP: sharding.shard compiled each block)
     model = torch.compile(model)
 if ddp:
     # no buffer broadcast before every forward: the model's buffers (rotary tables) are constants
