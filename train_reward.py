@@ -92,8 +92,8 @@ def encode_pairs(path):
     reads them: a prompt too long for the context loses its oldest tokens, counted and reported."""
     encoded, cut = [], 0
     for n, pair in enumerate(load_preferences(path), 1):
-        if not pair['chosen'] or not pair['rejected']:
-            raise UserError(f"{path}:{n}: an empty chosen or rejected completion")
+        if pair['chosen'] == pair['rejected']:  # an empty one is fine: a policy can write one, and should lose
+            raise UserError(f"{path}:{n}: chosen and rejected are the same completion: a pair must prefer one")
         try:
             (prompt, chosen, a), (prompt_r, rejected, b) = (
                 encode_completion(tokenizer, pair['prompt'], pair[k], reward_reduction, block_size)

@@ -248,6 +248,12 @@ def test_preference_file_with_a_missing_field(tiny_start, tmp_path):
     proc = run('train_reward.py', f'--init_from={tiny_start}', f'--out_dir={tmp_path / "rm"}',
                       f'--train_file={bad}', f'--val_file={bad}', check=False)
     assert_one_line_error(proc, f'{bad}:2', 'rejected')
+    # an empty completion is a fair candidate (a policy can write one); the same completion on both sides is not
+    bad.write_text(json.dumps({'prompt': 'a', 'chosen': 'b', 'rejected': ''}) + '\n' +
+                   json.dumps({'prompt': 'a', 'chosen': 'b', 'rejected': 'b'}) + '\n')
+    proc = run('train_reward.py', f'--init_from={tiny_start}', f'--out_dir={tmp_path / "rm"}',
+               f'--train_file={bad}', f'--val_file={bad}', check=False)
+    assert_one_line_error(proc, f'{bad}:2', 'the same completion')
 
 
 def test_prompt_longer_than_the_context(tiny_start, tmp_path):

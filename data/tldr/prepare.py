@@ -34,8 +34,9 @@ data/shakespeare splits it), and its reference summary is its first line: a fixe
 small model can learn. A post starts at every line, so every line is the first line of one post and inside a few
 others: the first line cannot be told from memory of the text, only read off the post. The comparisons are pairs
 of candidate summaries of a post (the first line; its first half; the first line less one word; another line of the
-post; another post's first line), the "labeller" preferring the one with the higher ROUGE-L against the first line,
-ties dropped.
+post; another post's first line; and a degenerate one: empty, the first word alone, or a fragment repeated), the
+"labeller" preferring the one with the higher ROUGE-L against the first line and any real summary to a degenerate
+one, ties dropped.
 """
 import hashlib
 import json
@@ -60,7 +61,7 @@ block_size = 1024  # the context the models will have: prompt + completion must 
 max_completion_tokens = 64  # the longest summary kept, its <|endoftext|> included (rlhf.py's max_new_tokens)
 val_fraction = 0.05  # for a local table, which has no val split of its own
 post_stride = 1  # synthetic: a post starts at every post_stride-th line (posts overlap: each line is the first of one)
-comparisons_per_post = 2  # synthetic: candidate pairs drawn per post
+comparisons_per_post = 3  # synthetic: candidate pairs drawn per post
 max_posts = 0  # synthetic: at most this many posts per split (0 = all: ~4,700 train, ~530 val)
 seed = 1337  # synthetic: the post lengths and the candidate pairs
 errors = 'strict'  # local files: 'strict' stops at bytes that are not UTF-8; 'replace' reads them as U+FFFD; 'ignore'
@@ -172,26 +173,34 @@ def synthetic_prompt(lines):
 
 
 def candidates(lines, other, rng):
-    """Summaries of a post of varying quality: its first line and four worse ones."""
+    """Summaries of a post of varying quality: its first line, four worse ones, and one degenerate one (empty, cut
+    to its first word, or a fragment repeated), the failures a policy drifts into and that the reward model must
+    rank last. Returns (texts, degenerate flags)."""
     words = lines[0].split()
     drop = int(rng.integers(len(words)))
-    return [lines[0], ' '.join(words[:(len(words) + 1) // 2]), ' '.join(words[:drop] + words[drop + 1:]),
-            lines[int(rng.integers(1, len(lines)))], other[0]]
+    texts = [lines[0], ' '.join(words[:(len(words) + 1) // 2]), ' '.join(words[:drop] + words[drop + 1:]),
+             lines[int(rng.integers(1, len(lines)))], other[0]]
+    degenerate = ['', words[0], ' '.join(words[:2] * 4)][int(rng.integers(3))]
+    return texts + [degenerate], [False] * len(texts) + [True]
 
 
 def synthetic_comparisons(posts, rng):
+    """comparisons_per_post pairs of candidates per post, the labeller preferring the higher ROUGE-L against the
+    first line, and any real candidate to a degenerate one (as a person would); ties are dropped."""
     options = [candidates(lines, posts[(k + 1 + int(rng.integers(len(posts) - 1))) % len(posts)], rng)
                for k, lines in enumerate(posts)]
-    scores = np.array(rouge_l([o for opts in options for o in opts], [p[0] for p in posts for _ in range(5)]))
+    n = len(options[0][0])
+    scores = np.array(rouge_l([o for opts, _ in options for o in opts], [p[0] for p in posts for _ in range(n)]))
+    scores = scores.reshape(len(posts), n) - 2.0 * np.array([flags for _, flags in options])  # below any real one
     pairs = []
-    for lines, opts, s in zip(posts, options, scores.reshape(len(posts), 5)):
+    for lines, (opts, _), s in zip(posts, options, scores):
         for _ in range(comparisons_per_post):
-            a, b = rng.choice(len(opts), size=2, replace=False)
+            a, b = rng.choice(n, size=2, replace=False)
             if s[a] == s[b]:
                 continue  # a tie: no preference
             if s[b] > s[a]:
                 a, b = b, a
-            pairs.append((synthetic_prompt(lines), ' ' + opts[a], ' ' + opts[b]))
+            pairs.append((synthetic_prompt(lines), as_completion(opts[a]), as_completion(opts[b])))
     return pairs
 
 
