@@ -330,6 +330,7 @@ def evaluate(ppo_minutes=None):
                 bar.update(len(chunk_texts))
         out[f'reward_{name}'] = float(np.mean(scores))
         out[f'length_{name}'] = float(np.mean(lengths))
+        out[f'length_median_{name}'] = float(np.median(lengths))
         if references is not None:
             out[f'rouge_l_{name}'] = float(np.mean(rouge_l([t for _, t in texts], references)))
         samples[name] = texts
@@ -354,9 +355,40 @@ def evaluate(ppo_minutes=None):
               f"({out['val_loss_policy'] - out['val_loss_start']:+.4f})")
     if isinstance(reward_fn, RewardModel) and reward_fn.truncated:
         out['reward_prompts_truncated'] = reward_fn.truncated
+    out['warnings'] = verdict(out)
     with open(os.path.join(out_dir, 'eval.json'), 'w') as f:
         json.dump(out, f, indent=1)
     return out
+
+
+def verdict(out):
+    """The end-of-run line: the policy against the start on what the reward stands in for (ROUGE-L against the
+    references, where there are some), the summaries' median length and the KL; and one warning line each where
+    the policy has overfitted the reward model (a higher reward, but worse or collapsed summaries) or the KL leash
+    did not hold. Returns the warnings (also in eval.json)."""
+    line = f"the policy against the start: reward {out['reward_start']:.3f} -> {out['reward_policy']:.3f}"
+    if 'rouge_l_start' in out:
+        line += f", ROUGE-L {out['rouge_l_start']:.4f} -> {out['rouge_l_policy']:.4f}"
+    print(line + f", median length {out['length_median_start']:g} -> {out['length_median_policy']:g} tokens, "
+                 f"KL {out['kl']:.2f} nats (target_kl {target_kl:g})")
+    fell = []
+    if 'rouge_l_start' in out and out['rouge_l_policy'] < out['rouge_l_start']:
+        fell.append('ROUGE-L fell')
+    if out['length_median_policy'] < 0.5 * out['length_median_start']:
+        fell.append('the completions collapsed to less than half their median length')
+    elif out['length_median_policy'] > 2 * out['length_median_start']:
+        fell.append('the completions grew past twice their median length')
+    warnings = []
+    if fell:
+        warnings.append(f"{' and '.join(fell)}: the policy has overfitted the reward model (it found what the "
+                        f"reward model scores well, not better text); lower learning_rate or max_iters, or raise "
+                        f"init_kl_coef")
+    if out['kl'] > 1.5 * target_kl:
+        warnings.append(f"the KL to the start, {out['kl']:.2f} nats, is past 1.5x target_kl ({target_kl:g}): the "
+                        f"leash did not hold; lower learning_rate or kl_horizon, or raise init_kl_coef")
+    for warning in warnings:
+        print(f"warning: {warning}")
+    return warnings
 
 
 stopper = loop.GracefulStop()  # Ctrl-C / SIGTERM: finish the iteration (or evaluation chunk), save, exit

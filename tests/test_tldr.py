@@ -163,18 +163,19 @@ def run_chain(root):
     ppo_args = [f'--reward={root / "rm"}', f'--prompt_file={data / "posts_train.jsonl"}',
                 f'--eval_prompt_file={data / "posts_val.jsonl"}', '--max_new_tokens=24', '--eval_samples=48',
                 '--eval_iters=2', '--batch_size=16', *FAST]
-    run_script('rlhf.py', f'--init_from={root / "sft"}', f'--out_dir={root / "ppo"}', *ppo_args, '--max_iters=5',
+    proc = run_script('rlhf.py', f'--init_from={root / "sft"}', f'--out_dir={root / "ppo"}', *ppo_args, '--max_iters=5',
                '--minibatch_size=8', '--micro_batch_size=4', '--learning_rate=3e-3', '--target_kl=3.0',
                '--save_interval=0')
     # --eval_only of the SFT model against itself (the README's untrained-vs-SFT command, cheaply)
     run_script('rlhf.py', f'--init_from={root / "sft"}', f'--out_dir={root / "sft"}', *ppo_args, '--eval_only=True',
                '--eval_samples=8')
+    return proc.stdout
 
 
 def test_the_offline_chain_end_to_end(tmp_path):
     # one test, not a fixture shared by several: under pytest -n 2 a second worker would wait idle for the chain
     root = tmp_path
-    run_chain(root)
+    ppo_stdout = run_chain(root)
     # the synthetic corpus: posts of tiny Shakespeare lines, each summarized by its first line
     data = root / 'data'
     posts = read_jsonl(data / 'posts_train.jsonl')
@@ -189,12 +190,21 @@ def test_the_offline_chain_end_to_end(tmp_path):
     p, c = BPE.encode(posts[0]['prompt']), BPE.encode(posts[0]['completion']) + [EOT]
     assert ids[:len(p + c)].tolist() == p + c and mask[:len(p + c)].tolist() == [0] * len(p) + [1] * len(c)
     assert ids.size == mask.size == sum(len(BPE.encode(r['prompt'] + r['completion'])) + 1 for r in posts)
-    # each comparison prefers the candidate closer to the first line, of one post
+    # each comparison prefers the candidate closer to the first line, of one post, and any real summary to a
+    # degenerate one (empty, the first word alone, a fragment repeated), which is never chosen
     val_prompts = {r['prompt'] for r in read_jsonl(data / 'posts_val.jsonl')}
-    for pair in read_jsonl(data / 'comparisons_val.jsonl')[:200]:
+    kinds = set()
+    for pair in read_jsonl(data / 'comparisons_val.jsonl')[:300]:
         assert pair['prompt'] in val_prompts
         first = pair['prompt'].split('\n')[0][len('POST: '):]
-        assert rouge_l([pair['chosen']], [first])[0] > rouge_l([pair['rejected']], [first])[0]
+        words = first.split()
+        degenerate = {'': 'empty', ' ' + words[0]: 'cut', ' ' + ' '.join(words[:2] * 4): 'repeated'}
+        assert pair['chosen'] not in degenerate, pair
+        if pair['rejected'] in degenerate:
+            kinds.add(degenerate[pair['rejected']])
+        else:
+            assert rouge_l([pair['chosen']], [first])[0] > rouge_l([pair['rejected']], [first])[0], pair
+    assert kinds == {'empty', 'cut', 'repeated'}, kinds
 
     # SFT: from the untrained model's loss on the held-out summaries (its first eval) to far less, and to summaries
     # that share words with the references and stop (the untrained model's share ~none and never stop: the README)
@@ -207,14 +217,25 @@ def test_the_offline_chain_end_to_end(tmp_path):
     # checks that one learns. It sums its scalars ('sum'), so that the policy has a reward it can move at this size.
     rm_log = read_jsonl(root / 'rm' / 'log.jsonl')
     assert [r['iter'] for r in rm_log] == [0, 40] and rm_log[-1]['val_loss'] < 0.75, rm_log
-    # PPO raises the reward model's score on held-out posts, at a KL to the SFT model that stays in bounds
+    # PPO raises the reward model's score on held-out posts, with the KL to the SFT model on its leash (at most 1.5x
+    # target_kl) and summaries that keep at least half their median length
     assert after['reward_policy'] > after['reward_start'], after
-    assert 0 < after['kl'] < 4 * after['target_kl'], after
+    assert 0 < after['kl'] <= 1.5 * after['target_kl'], after
+    assert after['length_median_policy'] >= 0.5 * after['length_median_start'], after
     assert after['eval_samples'] == 48
-    assert {'rouge_l_start', 'rouge_l_policy', 'length_start', 'length_policy'} <= set(after)
+    # the end-of-run line judges the policy by ROUGE-L, what the reward model stands in for: a warning where it fell.
+    # This tiny SFT model writes word salad (ROUGE-L ~0.04, words shared by chance) and its reward model is near
+    # chance, so ROUGE-L can go either way here; the offline run's 3 seeds (docs/rlhf.md) raise it
+    ratio = after['length_median_policy'] / after['length_median_start']
+    overfitted = after['rouge_l_policy'] < after['rouge_l_start'] or not 0.5 <= ratio <= 2
+    assert any('overfitted the reward model' in w for w in after['warnings']) == overfitted, after
+    assert 'the policy against the start: reward' in ppo_stdout
+    assert [line for line in ppo_stdout.splitlines() if line.startswith('warning: ')] == [
+        f'warning: {w}' for w in after['warnings']]
     itself = json.loads((root / 'sft' / 'eval.json').read_text())  # the same samples: the same scores, no KL
     assert itself['eval_samples'] == 8 and itself['kl'] == 0.0 and itself['rouge_l_start'] == itself['rouge_l_policy']
     assert itself['reward_start'] == itself['reward_policy'] and itself['length_start'] == itself['length_policy']
+    assert itself['warnings'] == []
     log = read_jsonl(root / 'ppo' / 'log.jsonl')
     assert len(log) == 5 and all(0 < r['length'] <= 24 for r in log)
 
