@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -113,7 +114,8 @@ def sync(device_type):
 
 
 def profiled(name, fn, device_type):
-    """Run fn under torch.profiler; write profile_dir/<name>.json (chrome://tracing or ui.perfetto.dev)."""
+    """Run fn under torch.profiler; write profile_dir/<name>.json (chrome://tracing or ui.perfetto.dev) and print
+    the ops by self CPU time. Returns the profile."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device_type == 'cuda':
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -122,8 +124,85 @@ def profiled(name, fn, device_type):
     os.makedirs(profile_dir, exist_ok=True)
     path = os.path.join(profile_dir, f'{name}.json')
     prof.export_chrome_trace(path)
-    print(prof.key_averages().table(sort_by=f'{"cuda" if device_type == "cuda" else "cpu"}_time_total', row_limit=12))
+    print(prof.key_averages().table(sort_by=f'self_{"cuda" if device_type == "cuda" else "cpu"}_time_total',
+                                    row_limit=12))
     print(f"wrote the {name} trace to {path}")
+    return prof
+
+
+# What each op of a training step is for, by its name (the first rule that matches wins). The ranges bench.py and
+# torch label (batch loading, clip_grad_norm, the optimizer's step) claim every op inside them first, and a cast
+# claims its copy; a matmul with the vocabulary as one of its dimensions is lm_head's (or its gradient's).
+STEP_PARTS = [
+    ('batch loading', ('batch loading',)),
+    ('AdamW (step, zero_grad)', ('Optimizer.',)),
+    ('clip_grad_norm', ('clip_grad_norm',)),
+    ('autocast casts', ('aten::_to_copy', 'ToCopyBackward')),
+    ('attention, SDPA', ('scaled_dot_product', 'flash_attention')),
+    ('attention, explicit', ('aten::bmm', 'aten::_softmax', 'aten::masked_fill', 'aten::triu')),
+    ('cross-entropy (log-softmax, nll)', ('log_softmax', 'nll_loss', 'cross_entropy')),
+    ('layernorm, GELU', ('layer_norm', 'gelu', 'rms_norm')),
+    ('embeddings', ('embedding',)),
+    ('matmuls (Linear)', ('aten::mm', 'aten::addmm', 'aten::matmul', 'aten::linear')),
+]
+
+
+def step_part(event, vocab):
+    """The STEP_PARTS name of a profiled op, from the op and its enclosing ranges: 'other ops' when none fits."""
+    names = []
+    e = event
+    while e is not None:
+        names.append(e.name)
+        e = e.cpu_parent
+    for part, keys in STEP_PARTS:
+        if any(key in n for n in reversed(names) for key in keys):  # the outermost range decides
+            if part == 'matmuls (Linear)' and any(vocab in shape for shape in event.input_shapes or []):
+                return 'matmuls (lm_head)'
+            return part
+    return 'other ops'
+
+
+def step_shares(prof, steps, wall, vocab):
+    """Print where the main thread's time of `steps` profiled training steps (wall seconds) went: the self CPU time
+    of its ops grouped by step_part, per step and as a share of the step, and the rest (the time in no op: Python,
+    the autograd engine's own work, the profiler's) as 'outside ops'."""
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CPU]
+    main = next(e.thread for e in events if e.name.startswith('Optimizer.'))
+    totals = {}
+    for e in events:
+        part = step_part(e, vocab) if e.thread == main else 'batch loading (its thread, overlapped)'
+        totals[part] = totals.get(part, 0.0) + e.self_cpu_time_total / 1e3 / steps  # ms per step
+    in_ops = sum(v for k, v in totals.items() if 'overlapped' not in k)
+    totals['outside ops (Python, autograd engine, profiler)'] = wall * 1e3 / steps - in_ops
+    step_ms = wall * 1e3 / steps
+    print(f"train profile: {step_ms:.2f} ms/step under the profiler ({steps} steps); self CPU time per step:")
+    for part, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {part:48s} {ms:8.2f} ms  {100 * ms / step_ms:5.1f}%")
+
+
+@contextmanager
+def labelled(owner, attr, label):
+    """owner.attr, a function, runs inside a profiler range named label for the block (its ops are then counted as
+    that: clip_grad_norm_ has no range of its own)."""
+    fn = getattr(owner, attr)
+
+    def in_range(*args, **kwargs):
+        with torch.profiler.record_function(label):
+            return fn(*args, **kwargs)
+
+    setattr(owner, attr, in_range)
+    try:
+        yield
+    finally:
+        setattr(owner, attr, fn)
+
+
+def labelled_batches(batches):
+    """The batches, each fetched inside a profiler range 'batch loading'."""
+    while True:
+        with torch.profiler.record_function('batch loading'):
+            batch = next(batches)
+        yield batch
 
 
 def peak_memory(device_type):
@@ -163,6 +242,8 @@ def bench_train(model, peak, ctx, device, device_type):
                                            vocab_size=model.config.vocab_size, device=device)
     else:
         batches = synthetic_batches(device)
+    if profile:
+        batches = labelled_batches(batches)
 
     masked = real_data and dataloader.has_answer_masks(dataloader.check_dataset(dataset, block_size))
 
@@ -184,7 +265,8 @@ def bench_train(model, peak, ctx, device, device_type):
     print(f"train: first step {first:.2f} s (compile={compile}: compilation, allocator and caches warming up); loss "
           f"{losses[0]:.4f} at the first step, {losses[-1]:.4f} at the last")
     tokens_per_iter = batch_size * gradient_accumulation_steps * block_size
-    mfu = peak.mfu(model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, 1.0))  # FLOP/s over the peak
+    head_share = dataloader.answer_share(dataloader.check_dataset(dataset, block_size)) if masked else 1.0
+    mfu = peak.mfu(model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, 1.0, head_share=head_share))
     print(f"train: {dt * 1e3:.2f} ms/iter (median of {num_steps} steps after {warmup_steps} warm-up; "
           f"min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f})")
     print(f"train: {tokens_per_iter / dt:,.0f} tokens/s ({tokens_per_iter:,} tokens/iter)")
@@ -197,7 +279,18 @@ def bench_train(model, peak, ctx, device, device_type):
         print(f"train: peak memory per process, {parallelism} over {world_size}: "
               + ', '.join(f"{p / 2**20:,.0f}" for p in peaks) + " MiB")
     if profile:
-        profiled('train', lambda: [step() for _ in range(5)], device_type)
+        steps = 10
+
+        def profiled_steps():
+            t0 = time.perf_counter()
+            with labelled(torch.nn.utils, 'clip_grad_norm_', 'clip_grad_norm'):
+                for _ in range(steps):
+                    step()
+            return time.perf_counter() - t0
+
+        wall = []
+        prof = profiled('train', lambda: wall.append(profiled_steps()), device_type)
+        step_shares(prof, steps, wall[0], model.config.vocab_size)
 
 
 def window_loop(model, idx, new_tokens):

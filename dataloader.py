@@ -57,6 +57,15 @@ def has_answer_masks(data_dir):
     return os.path.exists(os.path.join(data_dir, 'train_mask.bin'))
 
 
+def answer_share(data_dir):
+    """The share of train.bin's targets that count (its answer mask's 1s; 1.0 without a mask): with
+    masked_targets only those go through lm_head, which the MFU's FLOP count follows."""
+    mask_path = os.path.join(data_dir, 'train_mask.bin')
+    if not os.path.exists(mask_path):
+        return 1.0
+    return float(np.memmap(mask_path, dtype=np.uint8, mode='r').mean())
+
+
 def window_offsets(seed, step, count, n_tokens, block_size, stream=()):
     """`count` window starts in [0, n_tokens - block_size), from a generator seeded by (seed, step)."""
     rng = np.random.default_rng([seed, *stream, step])

@@ -97,6 +97,78 @@ def explicit_causal_attention(q, k, v, dropout_p=0.0):
     return att @ v  # (B, nh, T, hs); under autocast the matmul casts att back to v's dtype
 
 
+# The loss over a large vocabulary: for a small GPT-2-BPE model on a CPU, lm_head and its cross-entropy over 50,304
+# tokens are most of the step, and the plain path writes and reads (B, T, vocab) float32 logits, their log-softmax
+# and its gradient (200 MB each at 1,024 positions) through memory. From CHUNKED_LOSS_MIN_VOCAB tokens on an eager
+# forward takes the loss a chunk of positions at a time instead (chunked_cross_entropy), each chunk's logits
+# (rows, vocab) about CHUNKED_LOSS_ELEMENTS floats (8 MiB: 41 rows of GPT-2's vocabulary), at most
+# CHUNKED_LOSS_MAX_ROWS rows. Head and loss alone, forward + backward of 1,024 positions x 64 channels on one
+# thread: 2-3x faster at 50,304, 2x (float32) and 1.2x (bf16) at 2,048, slower below (65 characters: 2-4x slower).
+CHUNKED_LOSS_MIN_VOCAB = 2048
+CHUNKED_LOSS_ELEMENTS = 2 ** 21
+CHUNKED_LOSS_MAX_ROWS = 256
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """cross_entropy(softcap(x @ weight^T), targets, ignore_index=-1) for x (N, C), weight (vocab, C), targets (N,),
+    rows positions at a time: no more than (rows, vocab) logits exist at once. The gradients are taken in the same
+    pass (the softmax of a chunk's logits less the one-hot target is the gradient of its logits) and kept for the
+    backward, so nothing is recomputed: the same three matmuls as the plain path. Under autocast the matmuls run in
+    autocast's dtype and the softmax in float32, as the plain path's."""
+
+    @staticmethod
+    def forward(ctx, x, weight, targets, softcap, rows, with_grad):
+        dt = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        xm, wm = x.to(dt), weight.to(dt)  # what F.linear multiplies (a cast of the weight once, not per chunk)
+        counted = targets != -1  # (N,)
+        n = counted.sum()  # a tensor: no host sync; 0 counted gives NaN, as F.cross_entropy
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        grad_x = torch.empty_like(x) if with_grad else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if with_grad else None
+        for i in range(0, x.size(0), rows):
+            xc, tc, keep = xm[i:i + rows], targets[i:i + rows, None].clamp(min=0), counted[i:i + rows, None]
+            z = (xc @ wm.t()).float()  # (rows, vocab)
+            if softcap > 0:
+                capped = torch.tanh(z / softcap)
+                z = capped * softcap
+            p = torch.softmax(z, dim=-1)
+            # -log p[target], rows not counted adding 0; p of float32's smallest normal caps a token's loss at 87.3
+            # nats, which no model that trains comes near (a fresh GPT-2-BPE model's is ln 50304 = 10.8)
+            total -= (p.gather(1, tc).clamp(min=torch.finfo(torch.float32).tiny).log() * keep).sum()
+            if not with_grad:
+                continue
+            # the gradient of the summed loss on the chunk's logits: softmax less the one-hot target. Rows that do
+            # not count and the 1 / n of the mean are applied to the (rows, C) sides of the matmuls, not here
+            p.scatter_add_(1, tc, torch.full_like(tc, -1, dtype=p.dtype))
+            if softcap > 0:
+                p.mul_(1 - capped * capped)  # through the tanh
+            g = p.to(dt)
+            grad_x[i:i + rows] = (g @ wm) * keep
+            if dt == grad_w.dtype:
+                grad_w.addmm_(g.t(), xc * keep)
+            else:  # bf16 products, summed over the chunks in float32
+                grad_w += g.t() @ (xc * keep)
+        if with_grad:
+            ctx.grads = (grad_x / n, (grad_w / n).to(weight.dtype))
+        else:
+            ctx.grads = (None, None)
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_x, grad_w = ctx.grads
+        return grad_x * grad_loss, grad_w * grad_loss, None, None, None, None
+
+
+def chunked_cross_entropy(x, weight, targets, softcap=0.0, rows=None):
+    """The mean cross-entropy of lm_head's logits softcap(x @ weight^T) (x (N, C), weight (vocab, C)) against
+    targets (N,) (-1: not counted), taken rows positions at a time (ChunkedCrossEntropy; by default a chunk of about
+    CHUNKED_LOSS_ELEMENTS logits). Gradients are computed only where a backward can follow."""
+    with_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    rows = rows or max(1, min(CHUNKED_LOSS_MAX_ROWS, CHUNKED_LOSS_ELEMENTS // weight.size(0)))
+    return ChunkedCrossEntropy.apply(x, weight, targets, softcap, rows, with_grad)
+
+
 class RMSNorm(nn.Module):
     """x / rms(x) over the last dimension, with no gain or bias (nanochat's): it has no parameters."""
 
@@ -397,10 +469,18 @@ class GPT(nn.Module):
         cap = self.config.logit_softcap
         return cap * torch.tanh(logits / cap) if cap > 0 else logits
 
+    def chunked_loss(self, x):
+        """Whether the loss on hidden states x takes chunked_cross_entropy: a large vocabulary, in eager mode on
+        real tensors (torch.compile fuses the plain path itself; a meta tensor has no values to chunk)."""
+        return (self.config.vocab_size >= CHUNKED_LOSS_MIN_VOCAB and not torch.compiler.is_compiling()
+                and x.device.type != 'meta')
+
     def forward(self, idx, targets=None, all_logits=False, caches=None, pad=None, masked_targets=False):
         """
         idx: (B, T) token ids; targets: (B, T) ids, -1 where the loss should not count.
-        Returns (logits, loss). With targets, logits cover every position, (B, T, vocab). masked_targets=True says
+        Returns (logits, loss). With targets, logits cover every position, (B, T, vocab), or are None where the loss
+        is taken in chunks that never hold them all (a vocabulary of CHUNKED_LOSS_MIN_VOCAB or more, in eager mode:
+        chunked_loss); a caller that wants them passes all_logits=True without targets. masked_targets=True says
         the data has answer masks (data/tasks.py's, dataloader.has_answer_masks: most targets are -1): then only
         the positions that count go through lm_head and the softmax over the vocabulary, most of a small model's
         work, and logits are (N, vocab). It is the caller's word, from what the data is, not read off the tensor:
@@ -416,8 +496,13 @@ class GPT(nn.Module):
             if masked_targets and not torch.compiler.is_compiling() and targets.device.type != 'meta':
                 keep = targets != -1
                 x, targets = x[keep], targets[keep]  # (N, C), (N,)
-            logits = self.logits(x)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            if self.chunked_loss(x):  # no logits at all: lm_head and the loss chunk by chunk
+                logits = None
+                loss = chunked_cross_entropy(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1),
+                                             self.config.logit_softcap)
+            else:
+                logits = self.logits(x)
+                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         else:
             logits = self.logits(x if all_logits else x[:, [-1], :])
             loss = None
@@ -488,19 +573,22 @@ class GPT(nn.Module):
                     ns_dtype=getattr(torch, muon_dtype))
         return MuonAdamW(muon, adamw)
 
-    def flops_per_token(self, seq_len=None):
+    def flops_per_token(self, seq_len=None, head_share=1.0):
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N for the weights
-        plus 12 * L * C * T for attention scores and their weighted sums, at sequence length T."""
+        plus 12 * L * C * T for attention scores and their weighted sums, at sequence length T.
+        head_share: the share of positions that go through lm_head (forward's masked_targets: only the targets
+        that count do); lm_head's 6 * C * vocab of the 6N is counted for those alone."""
         c = self.config
         T = seq_len or c.block_size
-        return 6 * self.get_num_params() + 12 * c.n_layer * c.n_embd * T
+        head = 6 * c.n_embd * c.vocab_size  # lm_head's matrix is in N, tied to wte or not
+        return 6 * self.get_num_params() - (1.0 - head_share) * head + 12 * c.n_layer * c.n_embd * T
 
-    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops, seq_len=None):
+    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops, seq_len=None, head_share=1.0):
         """Model FLOPs utilisation: achieved training FLOP/s over peak_flops (e.g. 989e12 for an
         H100's dense bf16, 312e12 for an A100's, or a CPU's measured matmul rate).
-        fwdbwd_per_iter: sequences per iteration; dt: seconds per iteration."""
+        fwdbwd_per_iter: sequences per iteration; dt: seconds per iteration; head_share: as flops_per_token."""
         T = seq_len or self.config.block_size
-        flops_per_iter = self.flops_per_token(T) * T * fwdbwd_per_iter
+        flops_per_iter = self.flops_per_token(T, head_share) * T * fwdbwd_per_iter
         return flops_per_iter / dt / peak_flops
 
     # ----------------------------------------------------------------------------------------

@@ -184,6 +184,7 @@ if master_process and meta_vocab_size is not None:
     print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, VOCAB_FILES[data_tokenizer.name])})"
           + (f", padded to {rows} for a new model" if rows != meta_vocab_size else ''))
 masked_targets = dataloader.has_answer_masks(data_dir)  # a loss on answers only (data/tasks.py's masks)
+head_share = dataloader.answer_share(data_dir)  # the share of positions lm_head computes: MFU's count
 hellaswag = None  # the examples scored at each eval: read and checked now, before any work
 default_hellaswag = os.path.join(dataset_dir('hellaswag'), 'val.jsonl')
 if eval_hellaswag and not hellaswag_file and not os.path.isfile(default_hellaswag):
@@ -453,7 +454,7 @@ while True:
             raise diverged(f"the training loss became {lossf}")
         if local_iter_num >= 5:  # let the training loop settle a bit
             step_times.append(dt * 1000)
-            mfu = peak.mfu(raw_model.estimate_mfu(batch_size * micro_steps, dt, 1.0))  # FLOP/s per device / peak
+            mfu = peak.mfu(raw_model.estimate_mfu(batch_size * micro_steps, dt, 1.0, head_share=head_share))
             running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
         print(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, "
               f"tok/s {tokens_per_iter / dt:,.0f}, mfu {running_mfu * 100:.2f}%")

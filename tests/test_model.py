@@ -223,6 +223,68 @@ def test_targets_of_minus_one_are_ignored():
     torch.testing.assert_close(loss, expected)
 
 
+LARGE_VOCAB = dict(TINY, vocab_size=3000)  # past CHUNKED_LOSS_MIN_VOCAB: the loss is taken in chunks
+
+
+def loss_and_grads(model, idx, targets, masked_targets=False):
+    model.zero_grad(set_to_none=True)
+    logits, loss = model(idx, targets, masked_targets=masked_targets)
+    loss.backward()
+    return logits, loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize('recipe', [{}, dict(logit_softcap=15.0, tie_embeddings=False)], ids=['gpt2', 'softcap'])
+@pytest.mark.parametrize('masked_targets', [False, True])
+def test_the_chunked_loss_equals_the_plain_one_in_float32(monkeypatch, recipe, masked_targets):
+    """Over a large vocabulary the loss goes chunk by chunk and never holds every position's logits: the same loss
+    and the same gradient of every parameter as F.cross_entropy over all the logits, within float32's rounding,
+    with ignored (-1) targets in and across chunks, and a last chunk shorter than the others."""
+    assert LARGE_VOCAB['vocab_size'] >= model_module.CHUNKED_LOSS_MIN_VOCAB
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(**LARGE_VOCAB, **recipe))
+    idx, targets = torch.randint(0, 3000, (3, 32)), torch.randint(0, 3000, (3, 32))
+    targets[0, :20] = -1
+    targets[2, 5] = -1
+    monkeypatch.setattr(model_module, 'CHUNKED_LOSS_MAX_ROWS', 7)  # 96 or 75 positions: 14 or 11 chunks
+    logits, chunked, chunked_grads = loss_and_grads(model, idx, targets, masked_targets)
+    assert logits is None  # no logits were made for the whole batch
+    with torch.no_grad():  # evaluation: the same loss, without the gradients
+        torch.testing.assert_close(model(idx, targets, masked_targets=masked_targets)[1], chunked)
+    monkeypatch.setattr(model_module, 'CHUNKED_LOSS_MIN_VOCAB', 10**9)  # the plain path
+    logits, plain, plain_grads = loss_and_grads(model, idx, targets, masked_targets)
+    assert logits.size(-1) == 3000
+    full, _ = model(idx, all_logits=True)  # and by hand: the mean over the 75 counted targets
+    kept = targets != -1
+    by_hand = -torch.log_softmax(full[kept], dim=-1).gather(1, targets[kept][:, None]).mean()
+    torch.testing.assert_close(chunked, by_hand, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(chunked, plain, rtol=1e-6, atol=1e-6)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_training_steps_through_the_chunked_loss_follow_the_plain_ones(monkeypatch):
+    """loop.train_step, train.py's step, 4 AdamW steps from the same weights and batches: the losses of the chunked
+    loss and the plain one agree within float32's rounding at every step."""
+    from contextlib import nullcontext
+
+    import loop
+    curves = []
+    for min_vocab in (model_module.CHUNKED_LOSS_MIN_VOCAB, 10**9):
+        monkeypatch.setattr(model_module, 'CHUNKED_LOSS_MIN_VOCAB', min_vocab)
+        torch.manual_seed(4)
+        model = GPT(GPTConfig(**LARGE_VOCAB))
+        opt = model.configure_optimizers(0.1, 1e-2, (0.9, 0.99), 'cpu')
+        gen = torch.Generator().manual_seed(5)
+        batches = iter([(torch.randint(0, 3000, (4, 32), generator=gen), torch.randint(0, 3000, (4, 32), generator=gen))
+                        for _ in range(4)])
+        scaler = torch.amp.GradScaler('cpu', enabled=False)
+        curves.append([loop.train_step(model, opt, batches, scaler=scaler, micro_steps=1, ctx=nullcontext(),
+                                       grad_clip=1.0, lr=1e-2).item() for _ in range(4)])
+    chunked, plain = curves
+    assert chunked[-1] < chunked[0]  # it trains
+    assert chunked == pytest.approx(plain, rel=1e-5, abs=1e-5)
+
+
 class HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
     """Counts the ops that make the host wait for a tensor's values (on CUDA, for the GPU): .item(), bool(),
     .all() read as a bool, boolean-mask indexing (nonzero sizes the output)."""
@@ -242,8 +304,9 @@ class HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
 
 
 @pytest.mark.parametrize('recipe', [{}, dict(rotary=True, qk_norm=True, rmsnorm=True, relu_squared=True,
-                                             tie_embeddings=False, logit_softcap=15.0, embedding_norm=True)],
-                         ids=['gpt2', 'modern'])
+                                             tie_embeddings=False, logit_softcap=15.0, embedding_norm=True),
+                                    dict(vocab_size=LARGE_VOCAB['vocab_size'])],
+                         ids=['gpt2', 'modern', 'chunked_loss'])
 def test_the_training_forward_and_backward_never_wait_for_values(recipe):
     """The forward + loss + backward of a training step reads no tensor's value on the host, so on a GPU eager
     steps never stall the queue; only masked_targets=True (answer-masked data) compacts the positions, a sync."""
@@ -299,6 +362,24 @@ def test_flops_per_token_and_mfu_against_a_hand_count():
     # 4 sequences of 32 tokens in 0.5 s against a 1 GFLOP/s peak; then 4 of 16 tokens in 1 s
     assert model.estimate_mfu(4, 0.5, 1e9) == pytest.approx((6 * TINY_N + 12 * 2 * 64 * 32) * 32 * 4 / 0.5 / 1e9)
     assert model.estimate_mfu(4, 1.0, 1e9, seq_len=16) == pytest.approx((6 * TINY_N + 12 * 2 * 64 * 16) * 16 * 4 / 1e9)
+
+
+def test_flops_of_answer_masked_data_count_lm_head_at_the_counted_targets_only(tmp_path):
+    """With masked_targets only the targets that count go through lm_head: MFU's FLOP count takes lm_head's 6 * C *
+    vocab per token at that share of the positions (dataloader.answer_share: the mean of train_mask.bin)."""
+    import numpy as np
+
+    import dataloader
+    np.array([1, 0, 0, 0, 1, 0, 0, 0], dtype=np.uint8).tofile(tmp_path / 'train_mask.bin')  # 2 of 8 count
+    share = dataloader.answer_share(str(tmp_path))
+    assert share == 0.25
+    assert dataloader.answer_share(str(tmp_path / 'no-mask')) == 1.0
+    model = GPT(GPTConfig(**TINY))
+    body = 6 * (TINY_N - 1000 * 64) + 12 * 2 * 64 * 32  # the blocks, ln_f and attention, at every position
+    head = 6 * 64 * 1000  # lm_head (tied to wte), at a quarter of them
+    assert model.flops_per_token(head_share=share) == body + head / 4
+    assert model.flops_per_token() == body + head
+    assert model.estimate_mfu(4, 0.5, 1e9, head_share=share) == pytest.approx((body + head / 4) * 32 * 4 / 0.5 / 1e9)
 
 
 def test_bad_configs_and_names_are_clear_errors(tmp_path):
