@@ -136,7 +136,8 @@ stop_token = tokenizer.eot_token  # completions end at end-of-text (GPT-2 BPE); 
 if eval_only:
     if not os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):
         raise UserError(f"eval_only: no policy at {out_dir}/ckpt.pt; run PPO first (without --eval_only)")
-    model = ppo.ScalarHeadGPT(load_model('resume', out_dir, dropout=0.0)[0])
+    policy, policy_checkpoint = load_model('resume', out_dir, dropout=0.0)
+    model = ppo.ScalarHeadGPT(policy)
 else:
     model = ppo.ScalarHeadGPT(copy.deepcopy(reference).requires_grad_(True))
     if resumed is not None:
@@ -355,17 +356,18 @@ def evaluate(ppo_minutes=None):
               f"({out['val_loss_policy'] - out['val_loss_start']:+.4f})")
     if isinstance(reward_fn, RewardModel) and reward_fn.truncated:
         out['reward_prompts_truncated'] = reward_fn.truncated
-    out['warnings'] = verdict(out)
+    # judged as a PPO policy only if it is one (not, e.g., an SFT model scored against the untrained one)
+    out['warnings'] = verdict(out, ppo_policy=not eval_only or policy_checkpoint.get('scalar_head_role') == 'value')
     with open(os.path.join(out_dir, 'eval.json'), 'w') as f:
         json.dump(out, f, indent=1)
     return out
 
 
-def verdict(out):
+def verdict(out, ppo_policy=True):
     """The end-of-run line: the policy against the start on what the reward stands in for (ROUGE-L against the
-    references, where there are some), the summaries' median length and the KL; and one warning line each where
-    the policy has overfitted the reward model (a higher reward, but worse or collapsed summaries) or the KL leash
-    did not hold. Returns the warnings (also in eval.json)."""
+    references, where there are some), the summaries' median length and the KL; and, for a PPO policy, one warning
+    line each where it has overfitted the reward model (a higher reward, but worse or collapsed summaries) or the KL
+    leash did not hold. Returns the warnings (also in eval.json)."""
     line = f"the policy against the start: reward {out['reward_start']:.3f} -> {out['reward_policy']:.3f}"
     if 'rouge_l_start' in out:
         line += f", ROUGE-L {out['rouge_l_start']:.4f} -> {out['rouge_l_policy']:.4f}"
@@ -386,6 +388,8 @@ def verdict(out):
     if out['kl'] > 1.5 * target_kl:
         warnings.append(f"the KL to the start, {out['kl']:.2f} nats, is past 1.5x target_kl ({target_kl:g}): the "
                         f"leash did not hold; lower learning_rate or kl_horizon, or raise init_kl_coef")
+    if not ppo_policy:
+        return []
     for warning in warnings:
         print(f"warning: {warning}")
     return warnings
