@@ -373,6 +373,8 @@ def verdict(out, ppo_policy=True):
         line += f", ROUGE-L {out['rouge_l_start']:.4f} -> {out['rouge_l_policy']:.4f}"
     print(line + f", median length {out['length_median_start']:g} -> {out['length_median_policy']:g} tokens, "
                  f"KL {out['kl']:.2f} nats (target_kl {target_kl:g})")
+    if not ppo_policy:
+        return []
     fell = []
     if 'rouge_l_start' in out and out['rouge_l_policy'] < out['rouge_l_start']:
         fell.append('ROUGE-L fell')
@@ -388,8 +390,6 @@ def verdict(out, ppo_policy=True):
     if out['kl'] > 1.5 * target_kl:
         warnings.append(f"the KL to the start, {out['kl']:.2f} nats, is past 1.5x target_kl ({target_kl:g}): the "
                         f"leash did not hold; lower learning_rate or kl_horizon, or raise init_kl_coef")
-    if not ppo_policy:
-        return []
     for warning in warnings:
         print(f"warning: {warning}")
     return warnings
