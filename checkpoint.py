@@ -55,10 +55,10 @@ def make_checkpoint(model, optimizer, iter_num, best_val_loss, config, tokenizer
 
 
 def checkpoint_model_args(config):
-    """model_args as nanoGPT writes them (its GPTConfig's seven fields), plus only those of the modern recipe's
-    switches that differ from GPT-2 (their defaults): nanoGPT's GPTConfig(**model_args) rejects any other key, so
-    a GPT-2-recipe checkpoint stays one that nanoGPT's sample.py and train.py load, and model_from_checkpoint
-    fills the switches left out with their GPT-2 defaults."""
+    """model_args as nanoGPT writes them (its GPTConfig's seven fields), plus only those of the other fields (the
+    modern recipe's switches, gelu) that differ from their defaults: nanoGPT's GPTConfig(**model_args) rejects any
+    other key, so a GPT-2-recipe checkpoint trained from scratch stays one that nanoGPT's sample.py and train.py
+    load, and model_from_checkpoint fills the fields left out with their defaults (nanoGPT's model)."""
     return {f.name: getattr(config, f.name) for f in fields(config)
             if f.name in NANOGPT_MODEL_ARGS or getattr(config, f.name) != f.default}
 

@@ -30,6 +30,9 @@ from model import GPT, GPT2_NAMES, GPT2_VOCAB_SIZE, GPTConfig
 
 CHAR_BOS = '<|startoftext|>'  # a character export's BOS token (save_tokenizer)
 CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+# transformers' activation names -> GPTConfig.gelu (an export writes gelu_new or gelu for GPT-2, gelu_pytorch_tanh or
+# gelu for the rotary architectures)
+HF_GELU = {'gelu_new': 'tanh', 'gelu_pytorch_tanh': 'tanh', 'gelu': 'exact'}
 
 
 # -----------------------------------------------------------------------------
@@ -42,7 +45,7 @@ def config_from_hf(hf, where):
         raise UserError(f"{where}: config.json lacks {', '.join(missing)}: it is not a GPT-2 config")
     act = hf.get('activation_function', 'gelu_new')
     checks = [
-        (act in ('gelu_new', 'gelu_pytorch_tanh'), f"activation_function {act!r} (only GPT-2's tanh gelu)"),
+        (act in HF_GELU, f"activation_function {act!r} (only gelu and GPT-2's tanh approximation of it)"),
         (hf.get('n_inner') in (None, 4 * hf['n_embd']), f"n_inner {hf.get('n_inner')} (only 4 * n_embd)"),
         (abs(hf.get('layer_norm_epsilon', 1e-5) - 1e-5) < 1e-12, "layer_norm_epsilon other than 1e-5"),
         (hf.get('scale_attn_weights', True), "scale_attn_weights=False"),
@@ -53,7 +56,7 @@ def config_from_hf(hf, where):
         if not ok:
             raise UserError(f"{where}: unsupported GPT-2 variant: {what}")
     return dict(n_layer=hf['n_layer'], n_head=hf['n_head'], n_embd=hf['n_embd'],
-                block_size=hf['n_positions'], vocab_size=hf['vocab_size'], bias=True)
+                block_size=hf['n_positions'], vocab_size=hf['vocab_size'], bias=True, gelu=HF_GELU[act])
 
 
 def read_hf_dir(path):
@@ -205,7 +208,8 @@ def save_model(model, out_dir, eos_token_id=GPT2_VOCAB_SIZE - 1, vocab_size=None
     hf_config = dict(
         architectures=['GPT2LMHeadModel'], model_type='gpt2', vocab_size=vocab,
         n_positions=c.block_size, n_ctx=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
-        n_head=c.n_head, n_inner=None, activation_function='gelu_new', layer_norm_epsilon=1e-5,
+        n_head=c.n_head, n_inner=None, activation_function='gelu_new' if c.gelu == 'tanh' else 'gelu',
+        layer_norm_epsilon=1e-5,
         resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, initializer_range=0.02,
         scale_attn_weights=True, use_cache=True, tie_word_embeddings=True,
         bos_token_id=eos_token_id, eos_token_id=eos_token_id)
@@ -263,7 +267,8 @@ def save_rotary_model(model, out_dir, architecture, vocab, eos_token_id):
         architectures=[class_name], model_type=architecture, vocab_size=vocab, hidden_size=c.n_embd,
         intermediate_size=4 * c.n_embd, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
         num_key_value_heads=c.n_head, head_dim=hs, max_position_embeddings=c.block_size,
-        hidden_act='relu2' if c.relu_squared else 'gelu_pytorch_tanh', rms_norm_eps=RMSNorm.eps,
+        hidden_act='relu2' if c.relu_squared else 'gelu_pytorch_tanh' if c.gelu == 'tanh' else 'gelu',
+        rms_norm_eps=RMSNorm.eps,
         rope_parameters={'rope_type': 'default', 'rope_theta': c.rotary_base}, attention_bias=c.bias,
         attention_dropout=0.0, initializer_range=0.02, use_cache=True, tie_word_embeddings=c.tie_embeddings,
         bos_token_id=eos_token_id, eos_token_id=eos_token_id, pad_token_id=None)
@@ -286,7 +291,7 @@ def load_rotary_model(hf, sd, where, override_args):
         (hf.get('num_key_value_heads', n_head) == n_head, "grouped keys and values (num_key_value_heads)"),
         (hf.get('head_dim') in (None, hs), f"head_dim {hf.get('head_dim')} (only hidden_size / heads)"),
         (hf['intermediate_size'] == 4 * n_embd, f"intermediate_size {hf['intermediate_size']} (only 4 * hidden_size)"),
-        (hf.get('hidden_act') in ('relu2', 'gelu_pytorch_tanh', 'gelu_new'), f"hidden_act {hf.get('hidden_act')!r}"),
+        (hf.get('hidden_act') in ('relu2', *HF_GELU), f"hidden_act {hf.get('hidden_act')!r}"),
         (rope.get('rope_type', 'default') == 'default', f"rope_type {rope.get('rope_type')!r}"),
         (abs(hf.get('rms_norm_eps', 1e-6) - 1e-6) < 1e-12, "an rms_norm_eps other than 1e-6"),
         (all((w == 1).all() for k, w in sd.items() if k.endswith('norm.weight')), "RMSNorm gains other than one"),
@@ -302,6 +307,7 @@ def load_rotary_model(hf, sd, where, override_args):
                        block_size=hf['max_position_embeddings'], bias=bias, rotary=True,
                        rotary_base=float(rope.get('rope_theta', 10000.0)), rmsnorm=True,
                        qk_norm=architecture in ('apertus', 'nanochat'), relu_squared=hf['hidden_act'] == 'relu2',
+                       gelu=HF_GELU.get(hf['hidden_act'], 'exact'),
                        tie_embeddings=bool(hf.get('tie_word_embeddings', False)),
                        logit_softcap=float(hf.get('final_logit_softcapping') or 0.0),
                        embedding_norm=architecture == 'nanochat', **override_args)

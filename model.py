@@ -42,6 +42,9 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, like GPT-2; False is a bit better and faster
+    # the MLP's GELU: 'exact' (x * Phi(x), nanoGPT's nn.GELU()) or 'tanh', GPT-2's approximation of it, which its
+    # weights come with (from_pretrained; transformers' "gelu_new"). On a CPU torch's tanh kernel is 3-5x slower
+    gelu: str = 'exact'
     # The modern recipe (nanochat, modded-nanogpt; config/*_modern.py turns it on), one switch per idea so that each
     # can be measured alone. All off is GPT-2, computed exactly as before.
     rotary: bool = False  # rotary position embeddings on q and k (RoFormer) instead of learned positions (wpe)
@@ -63,6 +66,8 @@ class GPTConfig:
                              f"each head gets n_embd // n_head channels")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.gelu not in ('exact', 'tanh'):
+            raise ValueError(f"gelu must be 'exact' or 'tanh' (GPT-2's approximation), got {self.gelu!r}")
         if self.rotary and (self.n_embd // self.n_head) % 2 != 0:
             raise ValueError(f"rotary=True turns pairs of channels, so the head size n_embd // n_head must be even, "
                              f"got {self.n_embd} // {self.n_head} = {self.n_embd // self.n_head}")
@@ -261,7 +266,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.relu_squared = config.relu_squared
-        self.gelu = nn.GELU(approximate='tanh')  # GPT-2's gelu ("gelu_new" in transformers)
+        self.gelu = nn.GELU(approximate='tanh' if config.gelu == 'tanh' else 'none')
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

@@ -1,4 +1,5 @@
 """model.py: GPT-2 architecture parity with transformers, the cache, init, and errors."""
+import json
 import math
 
 import pytest
@@ -51,6 +52,7 @@ def test_module_names_match_gpt2_and_nanogpt():
 def test_from_pretrained_local_dir_matches_transformers(transformers, tmp_path):
     hf = tiny_hf_dir(transformers, tmp_path)
     ours = GPT.from_pretrained(str(tmp_path)).eval()
+    assert ours.config.gelu == 'tanh'  # GPT-2's weights come with its approximation ("gelu_new")
     idx = torch.randint(0, 1000, (3, 32))
     with torch.no_grad():
         ref = hf(idx).logits
@@ -65,13 +67,15 @@ def test_from_pretrained_local_dir_matches_transformers(transformers, tmp_path):
     assert max_abs_diff(last[:, 0], ref[:, -1]) < 1e-4
 
 
-def test_export_round_trip_loads_in_transformers(transformers, tmp_path):
+@pytest.mark.parametrize('gelu,activation', [('exact', 'gelu'), ('tanh', 'gelu_new')])
+def test_export_round_trip_loads_in_transformers(transformers, tmp_path, gelu, activation):
     torch.manual_seed(1)
-    ours = GPT(GPTConfig(**TINY)).eval()
+    ours = GPT(GPTConfig(**TINY, gelu=gelu)).eval()
     with torch.no_grad():  # non-zero biases and LayerNorm parameters, so every tensor matters
         for p in ours.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     ours.save_pretrained(tmp_path / 'hf')
+    assert json.loads((tmp_path / 'hf' / 'config.json').read_text())['activation_function'] == activation
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / 'hf').eval()
     idx = torch.randint(0, 1000, (2, 32))
     with torch.no_grad():
@@ -80,8 +84,20 @@ def test_export_round_trip_loads_in_transformers(transformers, tmp_path):
     assert err < 1e-4
     # and back again
     again = GPT.from_pretrained(str(tmp_path / 'hf')).eval()
+    assert again.config.gelu == gelu
     for (k, a), b in zip(ours.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_a_new_model_has_nanogpts_exact_gelu():
+    # nanoGPT's MLP is nn.GELU() (x * Phi(x)); GPT-2's tanh approximation differs from it by up to ~5e-4
+    mlp = GPT(GPTConfig(**TINY)).transformer.h[0].mlp
+    x = torch.linspace(-6, 6, 10001)
+    torch.testing.assert_close(mlp.gelu(x), x * 0.5 * (1 + torch.erf(x / 2 ** 0.5)), rtol=0, atol=1e-6)
+    tanh = GPT(GPTConfig(**TINY, gelu='tanh')).transformer.h[0].mlp.gelu(x)
+    assert 1e-4 < (tanh - mlp.gelu(x)).abs().max() < 1e-3
+    with pytest.raises(ValueError, match="gelu must be 'exact' or 'tanh'"):
+        GPTConfig(**TINY, gelu='erf')
 
 
 def test_export_crops_padded_vocab_and_fills_zero_biases(transformers, tmp_path):

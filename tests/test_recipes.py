@@ -39,3 +39,4 @@ def test_laptop_finetune_config(tmp_path):
     assert 'step 2: train loss' in proc.stdout
     ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
     assert ckpt['config']['block_size'] == 256 and ckpt['config']['gradient_accumulation_steps'] == 4
+    assert ckpt['model_args']['gelu'] == 'tanh'  # GPT-2's GELU, kept with its weights
