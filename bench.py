@@ -265,7 +265,7 @@ def bench_train(model, peak, ctx, device, device_type):
     print(f"train: first step {first:.2f} s (compile={compile}: compilation, allocator and caches warming up); loss "
           f"{losses[0]:.4f} at the first step, {losses[-1]:.4f} at the last")
     tokens_per_iter = batch_size * gradient_accumulation_steps * block_size
-    head_share = dataloader.answer_share(data_dir) if masked else 1.0
+    head_share = dataloader.answer_share(data_dir, block_size) if masked else 1.0
     mfu = peak.mfu(model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, 1.0, head_share=head_share))
     print(f"train: {dt * 1e3:.2f} ms/iter (median of {num_steps} steps after {warmup_steps} warm-up; "
           f"min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f})")

@@ -57,13 +57,33 @@ def has_answer_masks(data_dir):
     return os.path.exists(os.path.join(data_dir, 'train_mask.bin'))
 
 
-def answer_share(data_dir):
-    """The share of train.bin's targets that count (its answer mask's 1s; 1.0 without a mask): with
-    masked_targets only those go through lm_head, which the MFU's FLOP count follows."""
+def answer_share(data_dir, block_size):
+    """The share of train.bin's targets that count in a window of block_size (answered_targets over 256 fixed
+    windows; 1.0 without a mask): with masked_targets only those go through lm_head, which the MFU's FLOP count
+    follows."""
     mask_path = os.path.join(data_dir, 'train_mask.bin')
     if not os.path.exists(mask_path):
         return 1.0
-    return float(np.memmap(mask_path, dtype=np.uint8, mode='r').mean())
+    mask = np.memmap(mask_path, dtype=np.uint8, mode='r')
+    offsets = window_offsets(0, 0, 256, mask.size, block_size)
+    share = float(answered_targets(mask, offsets, block_size).mean())
+    if share == 0:  # every loss would be a mean over nothing: NaN, read as a diverged run
+        raise UserError(f"no answer in {data_dir} fits in a window of block_size {block_size} with its whole prompt: "
+                        f"raise block_size to the length the dataset was prepared for")
+    return share
+
+
+def answered_targets(mask, offsets, block_size):
+    """(B, T) bool: which next-token targets of the windows at `offsets` count, by an answer mask (uint8, one byte
+    per token: an example is its prompt's 0s, then its answer's 1s). A target counts where it is an answer token
+    whose whole prompt is in the window: an example starts where a 0 follows a 1 (or at the file's start), and
+    an answer before the window's first start belongs to a prompt cut off at the window's left edge, which no
+    model could answer (about half the answer tokens of a random 128-token window of data/tldr)."""
+    window = mask[offsets[:, None] + np.arange(block_size + 1)]  # (B, T+1)
+    before = np.where(offsets > 0, mask[np.maximum(offsets - 1, 0)], 1)  # (B,) the token before each window
+    starts = (window == 0) & (np.concatenate([before[:, None], window[:, :-1]], axis=1) == 1)
+    begun = np.cumsum(starts[:, :-1], axis=1) > 0  # (B, T): an example began at or before input position t
+    return (window[:, 1:] == 1) & begun
 
 
 def window_offsets(seed, step, count, n_tokens, block_size, stream=()):
@@ -76,8 +96,9 @@ def read_windows(data_dir, split, offsets, block_size, vocab_size):
     """
     Inputs and next-token targets at the given offsets: two int64 numpy arrays (B, block_size).
     An optional <split>_mask.bin beside the tokens (uint8, one byte per token) marks which tokens
-    count as targets: where it is 0 the target becomes -1, which the loss ignores. This is how a task
-    trains only on answers (e.g. data/adder) while the token stream stays plain uint16.
+    count as targets: where it is 0, or where the window cut off the prompt that the answer answers
+    (answered_targets), the target becomes -1, which the loss ignores. This is how a task trains only on
+    answers it could give (e.g. data/adder, data/tldr) while the token stream stays plain uint16.
     """
     data = open_split(data_dir, split)
     positions = offsets[:, None] + np.arange(block_size + 1)  # (B, T+1)
@@ -89,8 +110,7 @@ def read_windows(data_dir, split, offsets, block_size, vocab_size):
     x, y = np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
     mask_path = os.path.join(data_dir, f'{split}_mask.bin')
     if os.path.exists(mask_path):
-        keep = np.memmap(mask_path, dtype=np.uint8, mode='r')[positions[:, 1:]]
-        y[keep == 0] = -1
+        y[~answered_targets(np.memmap(mask_path, dtype=np.uint8, mode='r'), offsets, block_size)] = -1
     return x, y
 
 

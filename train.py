@@ -184,7 +184,7 @@ if master_process and meta_vocab_size is not None:
     print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, VOCAB_FILES[data_tokenizer.name])})"
           + (f", padded to {rows} for a new model" if rows != meta_vocab_size else ''))
 masked_targets = dataloader.has_answer_masks(data_dir)  # a loss on answers only (data/tasks.py's masks)
-head_share = dataloader.answer_share(data_dir)  # the share of positions lm_head computes: MFU's count
+head_share = dataloader.answer_share(data_dir, block_size)  # the share of positions lm_head computes: MFU's count
 hellaswag = None  # the examples scored at each eval: read and checked now, before any work
 default_hellaswag = os.path.join(dataset_dir('hellaswag'), 'val.jsonl')
 if eval_hellaswag and not hellaswag_file and not os.path.isfile(default_hellaswag):

@@ -5,8 +5,9 @@ a loss mask over their answers, a deterministic held-out split, and exact-match 
 A problem is a (question, answer) pair of strings, e.g. ('12+34=', '640'). On disk it is one line,
 question + answer + '\n', in a character vocabulary (meta.pkl). Beside train.bin / val.bin go
 train_mask.bin / val_mask.bin: uint8, one byte per token, 1 on the answer and its line end, 0 on the
-question. dataloader.read_windows turns the targets under a 0 into -1, which the loss ignores, so the
-model is trained only on what it can compute (the questions are random: predicting them is noise),
+question. dataloader.read_windows turns the targets under a 0 into -1, which the loss ignores (and those
+of an answer whose question the window cut off), so the model is trained only on what it can compute (the
+questions are random: predicting them is noise),
 as minGPT masks its questions, while the token stream stays the repo's plain uint16 and train.py
 stays the one training script.
 

@@ -382,14 +382,19 @@ def test_flops_per_token_and_mfu_against_a_hand_count():
 
 def test_flops_of_answer_masked_data_count_lm_head_at_the_counted_targets_only(tmp_path):
     """With masked_targets only the targets that count go through lm_head: MFU's FLOP count takes lm_head's 6 * C *
-    vocab per token at that share of the positions (dataloader.answer_share: the mean of train_mask.bin)."""
+    vocab per token at that share of the positions (dataloader.answer_share: the answers whose prompt is whole in a
+    window, over 256 windows)."""
     import numpy as np
 
     import dataloader
-    np.array([1, 0, 0, 0, 1, 0, 0, 0], dtype=np.uint8).tofile(tmp_path / 'train_mask.bin')  # 2 of 8 count
-    share = dataloader.answer_share(str(tmp_path))
-    assert share == 0.25
-    assert dataloader.answer_share(str(tmp_path / 'no-mask')) == 1.0
+    from configurator import UserError
+    np.tile(np.array([0, 0, 0, 1], dtype=np.uint8), 256).tofile(tmp_path / 'train_mask.bin')
+    # a window of 8 targets holds 2 answers; the first counts when its prompt starts in the window: 1.5 on average
+    assert dataloader.answer_share(str(tmp_path), 8) == pytest.approx(1.5 / 8, abs=0.02)
+    assert dataloader.answer_share(str(tmp_path / 'no-mask'), 8) == 1.0
+    with pytest.raises(UserError, match='no answer .* fits in a window of block_size 2'):
+        dataloader.answer_share(str(tmp_path), 2)  # a prompt of 3 never fits
+    share = 0.25
     model = GPT(GPTConfig(**TINY))
     body = 6 * (TINY_N - 1000 * 64) + 12 * 2 * 64 * 32  # the blocks, ln_f and attention, at every position
     head = 6 * 64 * 1000  # lm_head (tied to wte), at a quarter of them

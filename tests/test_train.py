@@ -312,18 +312,23 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(shakespeare_char, t
     assert (out / 'ckpt.pt').read_bytes() == before
 
 
-def test_mask_file_turns_unmasked_targets_into_ignored(tmp_path):
+def test_mask_file_counts_only_answers_whose_prompt_is_in_the_window(tmp_path):
     tokens = np.arange(100, dtype=np.uint16) % 7
     tokens.tofile(tmp_path / 'train.bin')
-    mask = (np.arange(100) % 3 == 0).astype(np.uint8)  # only every third token is a target
+    mask = (np.arange(100) % 5 >= 3).astype(np.uint8)  # examples of 5 tokens: a prompt of 3, an answer of 2
     mask.tofile(tmp_path / 'train_mask.bin')
-    offsets = np.array([0, 10, 50])
+    offsets = np.array([0, 10, 52, 88])  # 52 and 88 cut a prompt: that example's answer cannot be known
     x, y = dataloader.read_windows(str(tmp_path), 'train', offsets, 8, 7)
+    counted = 0
     for row, start in enumerate(offsets):
         for t in range(8):
             target_pos = start + t + 1
+            whole = target_pos // 5 * 5 >= start  # the example's first token is in the window
             assert x[row, t] == tokens[start + t]
-            assert y[row, t] == (tokens[target_pos] if mask[target_pos] else -1)
+            assert y[row, t] == (tokens[target_pos] if mask[target_pos] and whole else -1)
+            counted += y[row, t] != -1
+    assert y[2].tolist() == [-1] * 5 + [tokens[58], tokens[59], -1]  # 53, 54 answer the prompt 50-52, cut at 52
+    assert counted == 3 + 3 + 2 + 2
     assert dataloader.has_answer_masks(str(tmp_path))  # so the loss reads lm_head on the answers only
     assert not dataloader.has_answer_masks(dataloader.dataset_dir('shakespeare_char'))
     mask[:50].tofile(tmp_path / 'val_mask.bin')  # a mask that does not fit its tokens is refused
