@@ -350,7 +350,7 @@ NANOGPT_COMMAND = ['config/train_shakespeare_char.py', '--device=cpu', '--compil
                    '--log_interval=1', '--block_size=64', '--batch_size=12', '--n_layer=4', '--n_head=4',
                    '--n_embd=128', '--max_iters=2000', '--lr_decay_iters=2000', '--dropout=0.0']
 QUICKSTART_COMMAND = ['config/train_shakespeare_char_cpu.py']
-MODERN_COMMAND = ['config/train_shakespeare_char_cpu_modern.py']  # the modern recipe's quickstart
+FAST_COMMAND = ['config/train_shakespeare_char_cpu_fast.py']  # the modern recipe's quickstart, for wall time
 EVAL_LINE = re.compile(r'step (\d+): train loss ([\d.]+), val loss ([\d.]+)')  # both loops print these two
 ITER_LINE = re.compile(r'iter (\d+): loss ([\d.]+), time ([\d.]+)ms')
 
@@ -422,10 +422,10 @@ def quickstart():
     alternation; prints the medians, and each quickstart's wall to val <= target_val against nanoGPT's whole run
     (which ends at its 1.8857)."""
     dataloader.check_dataset('shakespeare_char', 64)  # says to run data/shakespeare_char/prepare.py if missing
-    runs = {'nanogpt': [], 'ours': [], 'quickstart': [], 'modern': []}
+    runs = {'nanogpt': [], 'ours': [], 'quickstart': [], 'fast': []}
     commands = {'ours': ("nanoGPT's command, this repo", NANOGPT_COMMAND),
                 'quickstart': ('the CPU quickstart', QUICKSTART_COMMAND),
-                'modern': ("the CPU quickstart, modern recipe", MODERN_COMMAND)}
+                'fast': ("the CPU quickstart, modern recipe", FAST_COMMAND)}
     nanogpt = os.path.abspath(nanogpt_dir) if nanogpt_dir else None
     if nanogpt and not os.path.isfile(os.path.join(nanogpt, 'data', 'shakespeare_char', 'train.bin')):
         raise UserError(f"{nanogpt_dir}/data/shakespeare_char/train.bin not found: nanogpt_dir must be a "
@@ -446,7 +446,7 @@ def quickstart():
     if 'nanogpt' in med:
         speedup = med['nanogpt']['ms_per_iter'] / med['ours']['ms_per_iter']
         print(f"  nanoGPT's command: this repo's train.py runs at {speedup:.2f}x the tokens/s of nanoGPT's loop")
-    for key in ('quickstart', 'modern'):
+    for key in ('quickstart', 'fast'):
         crossings = [run['crossing']['wall_s'] for run in runs[key] if run['crossing']]
         print(f"  {key}: val <= {target_val} in {len(crossings)} of {rounds} round(s)" +
               (f", median {statistics.median(crossings):.1f} s after start" if crossings else '') +

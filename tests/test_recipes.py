@@ -40,3 +40,11 @@ def test_laptop_finetune_config(tmp_path):
     ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
     assert ckpt['config']['block_size'] == 256 and ckpt['config']['gradient_accumulation_steps'] == 4
     assert ckpt['model_args']['gelu'] == 'tanh'  # GPT-2's GELU, kept with its weights
+
+
+def test_fast_laptop_config(shakespeare_char, tmp_path):
+    # the modern recipe's quickstart: Muon and every modern switch on the quickstart's data, in batches of 24
+    proc = run_script('train.py', 'config/train_shakespeare_char_cpu_fast.py', f'--out_dir={tmp_path / "out"}', *SHORT)
+    assert 'step 2: train loss' in proc.stdout and 'Muon for 16 block matrices' in proc.stdout
+    ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
+    assert ckpt['config']['batch_size'] == 24 and ckpt['model_args']['rotary'] and ckpt['model_args']['relu_squared']
