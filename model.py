@@ -46,7 +46,7 @@ class GPTConfig:
     # weights come with (from_pretrained; transformers' "gelu_new"). On a CPU torch's tanh kernel is 3-5x slower
     gelu: str = 'exact'
     # The modern recipe (nanochat, modded-nanogpt; config/*_modern.py turns it on), one switch per idea so that each
-    # can be measured alone. All off is GPT-2, computed exactly as before.
+    # can be measured alone. All off is GPT-2's architecture, nanoGPT's model.
     rotary: bool = False  # rotary position embeddings on q and k (RoFormer) instead of learned positions (wpe)
     rotary_base: float = 10000.0  # rotary's theta: pair i of a head turns by position * base^(-2i / head_size)
     qk_norm: bool = False  # RMS-normalise each head's queries and keys (parameter-free) before the dot product
