@@ -33,9 +33,8 @@ consecutive lines of tiny Shakespeare (train posts from the first 90% of the tex
 data/shakespeare splits it), and its reference summary is its first line: a fixed function of the post that a
 small model can learn. A post starts at every line, so every line is the first line of one post and inside a few
 others: the first line cannot be told from memory of the text, only read off the post. The comparisons are pairs
-of candidate summaries of a post (the first line; its first half; the first line less one word; the first line with
-one word swapped for a word of another line, the slip a model that copies makes; another line of the post; another
-post's first line; and a degenerate one: empty, the first word alone, or a fragment repeated), the
+of candidate summaries of a post (the first line; its first half; the first line less one word; another line of the
+post; another post's first line; and a degenerate one: empty, the first word alone, or a fragment repeated), the
 "labeller" preferring the one with the higher ROUGE-L against the first line and any real summary to a degenerate
 one, ties dropped.
 """
@@ -174,16 +173,13 @@ def synthetic_prompt(lines):
 
 
 def candidates(lines, other, rng):
-    """Summaries of a post of varying quality: its first line, five worse ones, and one degenerate one (empty, cut
+    """Summaries of a post of varying quality: its first line, four worse ones, and one degenerate one (empty, cut
     to its first word, or a fragment repeated), the failures a policy drifts into and that the reward model must
     rank last. Returns (texts, degenerate flags)."""
     words = lines[0].split()
-    drop, swap = int(rng.integers(len(words))), int(rng.integers(len(words)))
-    line = lines[int(rng.integers(1, len(lines)))]
-    elsewhere = line.split()  # a copying model's slip: a word of the post, in the wrong place
-    swapped = words[:swap] + [elsewhere[int(rng.integers(len(elsewhere)))]] + words[swap + 1:]
+    drop = int(rng.integers(len(words)))
     texts = [lines[0], ' '.join(words[:(len(words) + 1) // 2]), ' '.join(words[:drop] + words[drop + 1:]),
-             ' '.join(swapped), line, other[0]]
+             lines[int(rng.integers(1, len(lines)))], other[0]]
     degenerate = ['', words[0], ' '.join(words[:2] * 4)][int(rng.integers(3))]
     return texts + [degenerate], [False] * len(texts) + [True]
 
