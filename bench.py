@@ -422,10 +422,10 @@ def quickstart():
     alternation; prints the medians, and each quickstart's wall to val <= target_val against nanoGPT's whole run
     (which ends at its 1.8857)."""
     dataloader.check_dataset('shakespeare_char', 64)  # says to run data/shakespeare_char/prepare.py if missing
-    runs = {'nanogpt': [], 'ours': [], 'quickstart': [], 'fast': []}
     commands = {'ours': ("nanoGPT's command, this repo", NANOGPT_COMMAND),
                 'quickstart': ('the CPU quickstart', QUICKSTART_COMMAND),
                 'fast': ("the CPU quickstart, modern recipe", FAST_COMMAND)}
+    runs = {key: [] for key in ('nanogpt', *commands)}
     nanogpt = os.path.abspath(nanogpt_dir) if nanogpt_dir else None
     if nanogpt and not os.path.isfile(os.path.join(nanogpt, 'data', 'shakespeare_char', 'train.bin')):
         raise UserError(f"{nanogpt_dir}/data/shakespeare_char/train.bin not found: nanogpt_dir must be a "

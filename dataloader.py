@@ -66,20 +66,20 @@ def answer_share(data_dir, block_size):
         return 1.0
     mask = np.memmap(mask_path, dtype=np.uint8, mode='r')
     offsets = window_offsets(0, 0, 256, mask.size, block_size)
-    share = float(answered_targets(mask, offsets, block_size).mean())
+    share = float(answered_targets(mask, offsets[:, None] + np.arange(block_size + 1)).mean())
     if share == 0:  # every loss would be a mean over nothing: NaN, read as a diverged run
         raise UserError(f"no answer in {data_dir} fits in a window of block_size {block_size} with its whole prompt: "
                         f"raise block_size to the length the dataset was prepared for")
     return share
 
 
-def answered_targets(mask, offsets, block_size):
-    """(B, T) bool: which next-token targets of the windows at `offsets` count, by an answer mask (uint8, one byte
-    per token: an example is its prompt's 0s, then its answer's 1s). A target counts where it is an answer token
-    whose whole prompt is in the window: an example starts where a 0 follows a 1 (or at the file's start), and
+def answered_targets(mask, positions):
+    """(B, T) bool: which next-token targets of the windows at `positions` (B, T+1) count, by an answer mask (uint8,
+    one byte per token: an example is its prompt's 0s, then its answer's 1s). A target counts where it is an answer
+    token whose whole prompt is in the window: an example starts where a 0 follows a 1 (or at the file's start), and
     an answer before the window's first start belongs to a prompt cut off at the window's left edge, which no
     model could answer (about half the answer tokens of a random 128-token window of data/tldr)."""
-    window = mask[offsets[:, None] + np.arange(block_size + 1)]  # (B, T+1)
+    window, offsets = mask[positions], positions[:, 0]  # (B, T+1), (B,)
     before = np.where(offsets > 0, mask[np.maximum(offsets - 1, 0)], 1)  # (B,) the token before each window
     starts = (window == 0) & (np.concatenate([before[:, None], window[:, :-1]], axis=1) == 1)
     begun = np.cumsum(starts[:, :-1], axis=1) > 0  # (B, T): an example began at or before input position t
@@ -110,7 +110,7 @@ def read_windows(data_dir, split, offsets, block_size, vocab_size):
     x, y = np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
     mask_path = os.path.join(data_dir, f'{split}_mask.bin')
     if os.path.exists(mask_path):
-        y[~answered_targets(np.memmap(mask_path, dtype=np.uint8, mode='r'), offsets, block_size)] = -1
+        y[~answered_targets(np.memmap(mask_path, dtype=np.uint8, mode='r'), positions)] = -1
     return x, y
 
 
