@@ -13,12 +13,15 @@ Shapes: B sequences, T tokens each (prompt + completion, right-padded), N comple
 model width, V the vocabulary. Token j of a completion sits at position start + j of its sequence and
 is predicted by the hidden state at position start + j - 1: `completion_positions` gives those.
 """
+import os
+
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
 from configurator import UserError
+from data.common import read_jsonl
 
 
 # -----------------------------------------------------------------------------
@@ -76,6 +79,42 @@ def prompt_windows(data, count, prompt_len, rng):
     """`count` prompts of prompt_len tokens at random offsets of a token array (e.g. train.bin's memmap)."""
     offsets = rng.integers(0, len(data) - prompt_len, size=count)
     return [data[o:o + prompt_len].astype(np.int64).tolist() for o in offsets]
+
+
+def read_prompt_file(path, tokenizer, max_new_tokens, block_size):
+    """(token lists of the prompts, reference completions or None) of a .txt (one prompt per line) or .jsonl
+    ({"prompt": ...} per line) file; a .jsonl whose every line also has a "completion" gives those as the
+    references (for ROUGE-L). Each prompt must leave room for max_new_tokens in the model's context of block_size."""
+    if not os.path.isfile(path):
+        raise UserError(f"prompt file {path} not found")
+    references = None
+    if path.endswith('.jsonl'):
+        try:
+            records = read_jsonl(path, {'prompt': str, 'completion': str})
+            references = [record['completion'] for _, record in records]
+        except UserError:  # no references; a line without a prompt fails again below
+            records = read_jsonl(path, {'prompt': str})
+        texts = [(n, record['prompt']) for n, record in records]
+    else:
+        with open(path, encoding='utf-8') as f:
+            texts = [(n, line.rstrip('\r\n')) for n, line in enumerate(f, 1) if line.strip()]
+    prompts = []
+    for n, text in texts:
+        try:
+            ids = tokenizer.encode(text, strict=True)
+        except UserError as e:
+            raise UserError(f"{path}:{n}: {e}") from None
+        if not ids:
+            raise UserError(f"{path}:{n}: the prompt is empty")
+        if len(ids) + max_new_tokens > block_size:
+            raise UserError(f"{path}:{n}: the prompt is {len(ids)} tokens; with max_new_tokens={max_new_tokens} "
+                            f"it does not fit the model's context of {block_size}: shorten it or lower "
+                            f"max_new_tokens (data/tldr/prepare.py leaves such posts out, and counts them)")
+        prompts.append(ids)
+    if not prompts:
+        raise UserError(f"{path} holds no prompts")
+    return prompts, references
+
 
 
 @torch.no_grad()

@@ -35,7 +35,6 @@ import ppo
 from checkpoint import (check_new_run, check_vocabulary, claim_out_dir, load_checkpoint, load_model, make_checkpoint,
                         save_checkpoint, tokenizer_for, trained_dataset)
 from configurator import UserError, configure, require_positive
-from data.common import read_jsonl
 from rewards import RewardModel, get_reward, rouge_l
 
 # -----------------------------------------------------------------------------
@@ -162,47 +161,13 @@ elif not prompt_file:
                     f"or prompt_file=<a .txt or .jsonl file of prompts>")
 
 
-def read_prompt_file(path):
-    """(token lists of the prompts, reference completions or None) of a .txt (one prompt per line) or .jsonl
-    ({"prompt": ...} per line) file; a .jsonl whose every line also has a "completion" gives those as the
-    references (for ROUGE-L)."""
-    if not os.path.isfile(path):
-        raise UserError(f"prompt file {path} not found")
-    references = None
-    if path.endswith('.jsonl'):
-        try:
-            records = read_jsonl(path, {'prompt': str, 'completion': str})
-            references = [record['completion'] for _, record in records]
-        except UserError:  # no references; a line without a prompt fails again below
-            records = read_jsonl(path, {'prompt': str})
-        texts = [(n, record['prompt']) for n, record in records]
-    else:
-        with open(path, encoding='utf-8') as f:
-            texts = [(n, line.rstrip('\r\n')) for n, line in enumerate(f, 1) if line.strip()]
-    prompts = []
-    for n, text in texts:
-        try:
-            ids = tokenizer.encode(text, strict=True)
-        except UserError as e:
-            raise UserError(f"{path}:{n}: {e}") from None
-        if not ids:
-            raise UserError(f"{path}:{n}: the prompt is empty")
-        if len(ids) + max_new_tokens > block_size:
-            raise UserError(f"{path}:{n}: the prompt is {len(ids)} tokens; with max_new_tokens={max_new_tokens} "
-                            f"it does not fit the model's context of {block_size}: shorten it or lower "
-                            f"max_new_tokens (data/tldr/prepare.py leaves such posts out, and counts them)")
-        prompts.append(ids)
-    if not prompts:
-        raise UserError(f"{path} holds no prompts")
-    return prompts, references
-
-
 if prompt_file:
-    file_prompts, _ = read_prompt_file(prompt_file)
+    file_prompts, _ = ppo.read_prompt_file(prompt_file, tokenizer, max_new_tokens, block_size)
 elif prompt_len + max_new_tokens > block_size:
     raise UserError(f"a prompt of prompt_len={prompt_len} tokens plus max_new_tokens={max_new_tokens} is longer than "
                     f"the model's context of {block_size}: lower prompt_len or max_new_tokens")
-eval_prompts, eval_references = read_prompt_file(eval_prompt_file) if eval_prompt_file else (None, None)
+eval_prompts, eval_references = (ppo.read_prompt_file(eval_prompt_file, tokenizer, max_new_tokens, block_size)
+                                  if eval_prompt_file else (None, None))
 if isinstance(reward_fn, RewardModel):  # it must read every text the policy can write, checked before any work
     reward_fn.check_reads(tokenizer, f"the policy ({init_from})")
 

@@ -40,7 +40,7 @@ n_head = 2
 n_embd = 64
 block_size = 64
 bias = False
-train_file = 'data/preferences/train.jsonl'
+train_file = 'data/preferences/train.jsonl'  # several files: comma-separated, their pairs together
 val_file = 'data/preferences/val.jsonl'  # held-out pairs: accuracy is measured here
 reward_reduction = 'sum'  # 'last': the scalar at the end-of-text (Stiennon et al.); 'sum': over the completion's tokens
 eval_interval = 100
@@ -87,9 +87,14 @@ model = ScalarHeadGPT(gpt).to(device)
 block_size = gpt.config.block_size
 
 
-def encode_pairs(path):
-    """Token lists (prompt, chosen, rejected) of every pair in a preference file, as rewards.encode_completion
-    reads them: a prompt too long for the context loses its oldest tokens, counted and reported."""
+def encode_pairs(paths):
+    """Token lists (prompt, chosen, rejected) of every pair in the preference files (comma-separated paths), as
+    rewards.encode_completion reads them: a prompt too long for the context loses its oldest tokens, counted and
+    reported."""
+    return [pair for path in paths.split(',') for pair in encode_file(path.strip())]
+
+
+def encode_file(path):
     encoded, cut = [], 0
     for n, pair in enumerate(load_preferences(path), 1):
         if pair['chosen'] == pair['rejected']:  # an empty one is fine: a policy can write one, and should lose

@@ -1,14 +1,16 @@
-# The summarization chain small and offline, stage 2 of 3: a reward model on the synthetic comparisons (the labeller
-# prefers the candidate summary with the higher ROUGE-L against the first line), initialised from the SFT model.
-# $ python train_reward.py config/train_reward_tldr_cpu.py      (after config/sft_tldr_cpu.py)
+# The summarization chain small and offline, stage 2 of 3: a reward model initialised from the SFT model, on the
+# synthetic comparisons (the labeller prefers the candidate summary with the higher ROUGE-L against the first line;
+# degenerate ones last) and on comparisons of the SFT model's own summaries (config/preferences_tldr_cpu.py).
+# $ python data/preferences/prepare.py config/preferences_tldr_cpu.py      (after config/sft_tldr_cpu.py)
+# $ python train_reward.py config/train_reward_tldr_cpu.py
 out_dir = 'out-reward-tldr-cpu'
 init_from = 'out-sft-tldr-cpu'
-train_file = 'data/tldr/comparisons_train.jsonl'
-val_file = 'data/tldr/comparisons_val.jsonl'
+train_file = 'data/tldr/comparisons_train.jsonl,data/tldr/sft_comparisons/train.jsonl'
+val_file = 'data/tldr/comparisons_val.jsonl,data/tldr/sft_comparisons/val.jsonl'
 reward_reduction = 'last'
 
 batch_size = 32
-max_iters = 600
+max_iters = 1000
 eval_interval = 200
 log_interval = 50
 learning_rate = 1e-3

@@ -275,6 +275,19 @@ def test_preference_data_with_an_unreachable_margin(tiny_start, tmp_path):
     assert not (tmp_path / 'train.jsonl').exists()
 
 
+def test_rouge_l_labels_need_references(tiny_start, tmp_path):
+    # ROUGE-L scores a completion against its prompt's reference: windows of a dataset and a .txt file have none
+    proc = run('data/preferences/prepare.py', f'--init_from={tiny_start}', f'--out_dir={tmp_path}', '--label=rouge_l',
+               check=False)
+    assert_one_line_error(proc, "label='rouge_l'", 'prompt_file')
+    prompts = tmp_path / 'prompts.txt'
+    prompts.write_text('To be, or not\n')
+    proc = run('data/preferences/prepare.py', f'--init_from={tiny_start}', f'--out_dir={tmp_path}', '--label=rouge_l',
+               f'--prompt_file={prompts}', '--max_new_tokens=8', check=False)
+    assert_one_line_error(proc, str(prompts), '"completion"')
+    assert not (tmp_path / 'train.jsonl').exists()
+
+
 # -----------------------------------------------------------------------------
 # resuming, and what a new run must not overwrite
 

@@ -156,8 +156,13 @@ def run_chain(root):
                '--max_completion_tokens=24', f'--out_dir={data}')
     run_script('train.py', f'--dataset={data}', f'--out_dir={root / "sft"}', *FAST, *SFT_ARGS, '--max_iters=100',
                '--lr_decay_iters=100', '--eval_interval=100')
+    # comparisons of the SFT model's own summaries, by ROUGE-L against the reference (config/preferences_tldr_cpu.py)
+    run_script('data/preferences/prepare.py', f'--init_from={root / "sft"}', f'--out_dir={root / "pairs"}',
+               f'--prompt_file={data / "posts_train.jsonl"}', '--label=rouge_l', '--min_margin=0.05', '--n_pairs=40',
+               '--max_new_tokens=24', '--batch_size=32')
     run_script('train_reward.py', f'--init_from={root / "sft"}', f'--out_dir={root / "rm"}', *FAST,
-               f'--train_file={data / "comparisons_train.jsonl"}', f'--val_file={data / "comparisons_val.jsonl"}',
+               f'--train_file={data / "comparisons_train.jsonl"},{root / "pairs" / "train.jsonl"}',
+               f'--val_file={data / "comparisons_val.jsonl"},{root / "pairs" / "val.jsonl"}',
                '--reward_reduction=sum', '--max_iters=40', '--eval_interval=40', '--batch_size=16',
                '--learning_rate=1e-3', '--dropout=0.0')
     ppo_args = [f'--reward={root / "rm"}', f'--prompt_file={data / "posts_train.jsonl"}',
@@ -205,6 +210,16 @@ def test_the_offline_chain_end_to_end(tmp_path):
         else:
             assert rouge_l([pair['chosen']], [first])[0] > rouge_l([pair['rejected']], [first])[0], pair
     assert kinds == {'empty', 'cut', 'repeated'}, kinds
+
+    # the SFT model's own summaries of training posts, two per post, the one closer to the reference chosen
+    references = {r['prompt']: r['completion'] for r in posts}
+    sampled = read_jsonl(root / 'pairs' / 'train.jsonl') + read_jsonl(root / 'pairs' / 'val.jsonl')
+    assert len(sampled) == 40
+    for pair in sampled:
+        reference = references[pair['prompt']]
+        chosen, rejected = rouge_l([pair['chosen'], pair['rejected']], [reference, reference])
+        assert [chosen, rejected] == [pair['chosen_score'], pair['rejected_score']] and chosen >= rejected + 0.05
+        assert '<|endoftext|>' not in pair['chosen'] + pair['rejected']
 
     # SFT: from the untrained model's loss on the held-out summaries (its first eval) to far less, and to summaries
     # that share words with the references and stop (the untrained model's share ~none and never stop: the README)
