@@ -12,13 +12,15 @@ Preference files are jsonl, one {"prompt": ..., "chosen": ..., "rejected": ...} 
 starts from a language model, as in InstructGPT (init_from: an out_dir holding ckpt.pt, a GPT-2 name or
 a local HF directory), and keeps its vocabulary; or from scratch with a dataset's vocabulary. A reward
 needs not share the policy's vocabulary: it reads text. Every eval_interval steps the loss and accuracy
-(the fraction of pairs ranked the right way round) on all held-out pairs go to stdout and log.jsonl.
+(the fraction of pairs ranked the right way round) on all held-out pairs go to stdout and log.jsonl, with the
+accuracy on each held-out file where val_file names several.
 """
 import os
 import time
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 import hardware
 import loop
@@ -113,29 +115,36 @@ def encode_file(path):
     return encoded
 
 
-def pair_loss(model, pairs):
-    """Bradley-Terry loss and accuracy of a batch of encoded pairs."""
+def pair_scores(model, pairs):
+    """The reward of each pair's chosen and of its rejected completion: two (B,) tensors."""
     with ctx:
         chosen = completion_scores(model, [(p, c) for p, c, _ in pairs], reward_reduction)
         rejected = completion_scores(model, [(p, r) for p, _, r in pairs], reward_reduction)
-    return bradley_terry_loss(chosen, rejected)
+    return chosen, rejected
 
 
 @torch.no_grad()
 def evaluate():
-    """Loss and accuracy over every held-out pair."""
+    """Loss and accuracy over every held-out pair, and the accuracy on each held-out file's pairs."""
     model.eval()
-    total_loss, total_acc = 0.0, 0.0
+    losses, hits = [], []
     for i in range(0, len(val_pairs), batch_size):
         chunk = val_pairs[i:i + batch_size]
-        loss, acc = pair_loss(model, chunk)
-        total_loss += loss.item() * len(chunk)
-        total_acc += acc.item() * len(chunk)
+        chosen, rejected = pair_scores(model, chunk)
+        losses.append(-F.logsigmoid(chosen - rejected))  # bradley_terry_loss, per pair
+        hits.append(chosen > rejected)
     model.train()
-    return total_loss / len(val_pairs), total_acc / len(val_pairs)
+    losses, hits = torch.cat(losses), torch.cat(hits).float()
+    per_file = {path: hits[a:b].mean().item() for path, (a, b) in val_spans.items()}
+    return losses.mean().item(), hits.mean().item(), per_file
 
 
-train_pairs, val_pairs = encode_pairs(train_file), encode_pairs(val_file)
+train_pairs = encode_pairs(train_file)
+val_spans, val_pairs = {}, []  # {path: (first, end) of its pairs in val_pairs}
+for path in val_file.split(','):
+    pairs = encode_pairs(path)
+    val_spans[path.strip()] = (len(val_pairs), len(val_pairs) + len(pairs))
+    val_pairs += pairs
 print(f"{len(train_pairs)} training pairs ({train_file}), {len(val_pairs)} held-out pairs ({val_file})")
 
 optimizer = gpt.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
@@ -148,15 +157,18 @@ start_time = time.time()
 model.train()
 for iter_num in range(max_iters + 1):
     if iter_num % eval_interval == 0 or iter_num == max_iters:
-        val_loss, val_acc = evaluate()
-        print(f"step {iter_num}: held-out loss {val_loss:.4f}, accuracy {val_acc:.3f} "
+        val_loss, val_acc, file_acc = evaluate()
+        each = (' (' + ', '.join(f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)} {acc:.3f}"
+                                 for path, acc in file_acc.items()) + ')') if len(file_acc) > 1 else ''
+        print(f"step {iter_num}: held-out loss {val_loss:.4f}, accuracy {val_acc:.3f}{each} "
               f"({time.time() - start_time:.1f}s)")
         log.write({'iter': iter_num, 'val_loss': val_loss, 'val_accuracy': val_acc,
+                   **({'val_accuracy_by_file': file_acc} if len(file_acc) > 1 else {}),
                    'elapsed_s': time.time() - start_time})
     if iter_num == max_iters:
         break
     batch = [train_pairs[i] for i in rng.integers(0, len(train_pairs), size=batch_size)]
-    loss, acc = pair_loss(model, batch)
+    loss, acc = bradley_terry_loss(*pair_scores(model, batch))
     loss.backward()
     if grad_clip > 0.0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -172,4 +184,4 @@ save_checkpoint(make_checkpoint(gpt, optimizer, max_iters, val_loss, config, tok
                                 scalar_head=model.head.state_dict(), scalar_head_role='reward',
                                 reward_reduction=reward_reduction),
                 os.path.join(out_dir, 'ckpt.pt'))
-print(f"held-out accuracy {val_acc:.3f} on {len(val_pairs)} pairs; saved the reward model to {out_dir}/ckpt.pt")
+print(f"held-out accuracy {val_acc:.3f} on {len(val_pairs)} pairs{each}; saved the reward model to {out_dir}/ckpt.pt")

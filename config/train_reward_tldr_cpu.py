@@ -7,7 +7,8 @@ out_dir = 'out-reward-tldr-cpu'
 init_from = 'out-sft-tldr-cpu'
 train_file = 'data/tldr/comparisons_train.jsonl,data/tldr/sft_comparisons/train.jsonl'
 val_file = 'data/tldr/comparisons_val.jsonl,data/tldr/sft_comparisons/val.jsonl'
-reward_reduction = 'last'
+reward_reduction = 'sum'  # per token, summed: each slip counts where it is written (at 'last', one hidden state
+# had to judge the whole summary, and two samples of one post were ranked at 50-64%)
 
 batch_size = 32
 max_iters = 1000

@@ -232,6 +232,13 @@ def test_the_offline_chain_end_to_end(tmp_path):
     # checks that one learns. It sums its scalars ('sum'), so that the policy has a reward it can move at this size.
     rm_log = read_jsonl(root / 'rm' / 'log.jsonl')
     assert [r['iter'] for r in rm_log] == [0, 40] and rm_log[-1]['val_loss'] < 0.75, rm_log
+    # its accuracy on each held-out file (the synthetic comparisons, the sampled ones), and on both together
+    sizes = {str(data / 'comparisons_val.jsonl'): len(read_jsonl(data / 'comparisons_val.jsonl')),
+             str(root / 'pairs' / 'val.jsonl'): 4}
+    by_file = rm_log[-1]['val_accuracy_by_file']
+    assert set(by_file) == set(sizes) and len(read_jsonl(root / 'pairs' / 'val.jsonl')) == 4
+    together = sum(by_file[k] * n for k, n in sizes.items()) / sum(sizes.values())
+    assert rm_log[-1]['val_accuracy'] == pytest.approx(together)
     # PPO raises the reward model's score on held-out posts, with the KL to the SFT model on its leash (at most 1.5x
     # target_kl) and summaries that keep at least half their median length
     assert after['reward_policy'] > after['reward_start'], after
