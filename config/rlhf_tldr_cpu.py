@@ -22,7 +22,8 @@ min_lr = 1e-5
 # while the KL is below target in the first iterations and cannot climb back in time. A stronger start and a horizon
 # of 5 iterations' rollouts (4% per iteration) held it at 2-5 nats
 init_kl_coef = 0.3
-target_kl = 4.0
+target_kl = 2.0  # the reward model ranks two summaries of a post right ~70% of the time: past ~2 nats the policy
+# finds more of what it scores well than of what ROUGE-L does (target 4: ROUGE-L up in 1 of 3 seeds; 2: in 2 of 3)
 kl_horizon = 160
 eval_samples = 512
 eval_iters = 20
