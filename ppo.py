@@ -116,7 +116,6 @@ def read_prompt_file(path, tokenizer, max_new_tokens, block_size):
     return prompts, references
 
 
-
 @torch.no_grad()
 def generate_completions(gpt, prompts, max_new_tokens, device, stop_token=None, vocab_size=None):
     """Sample a completion of up to max_new_tokens (temperature 1, the distribution PPO optimizes) for each

@@ -20,7 +20,6 @@ import time
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 import hardware
 import loop
@@ -127,23 +126,23 @@ def pair_scores(model, pairs):
 def evaluate():
     """Loss and accuracy over every held-out pair, and the accuracy on each held-out file's pairs."""
     model.eval()
-    losses, hits = [], []
+    total_loss, hits = 0.0, []
     for i in range(0, len(val_pairs), batch_size):
         chunk = val_pairs[i:i + batch_size]
         chosen, rejected = pair_scores(model, chunk)
-        losses.append(-F.logsigmoid(chosen - rejected))  # bradley_terry_loss, per pair
+        total_loss += bradley_terry_loss(chosen, rejected)[0].item() * len(chunk)
         hits.append(chosen > rejected)
     model.train()
-    losses, hits = torch.cat(losses), torch.cat(hits).float()
+    hits = torch.cat(hits).float()  # (len(val_pairs),) 1 where the pair is ranked the right way round
     per_file = {path: hits[a:b].mean().item() for path, (a, b) in val_spans.items()}
-    return losses.mean().item(), hits.mean().item(), per_file
+    return total_loss / len(val_pairs), hits.mean().item(), per_file
 
 
 train_pairs = encode_pairs(train_file)
 val_spans, val_pairs = {}, []  # {path: (first, end) of its pairs in val_pairs}
-for path in val_file.split(','):
-    pairs = encode_pairs(path)
-    val_spans[path.strip()] = (len(val_pairs), len(val_pairs) + len(pairs))
+for path in (p.strip() for p in val_file.split(',')):
+    pairs = encode_file(path)
+    val_spans[path] = (len(val_pairs), len(val_pairs) + len(pairs))
     val_pairs += pairs
 print(f"{len(train_pairs)} training pairs ({train_file}), {len(val_pairs)} held-out pairs ({val_file})")
 

@@ -11,7 +11,8 @@ scored by the reward named in `label` (rewards.py; 'sentiment' = VADER's compoun
 ROUGE-L against the prompt's reference completion ('rouge_l', a .jsonl prompt_file with "completion"s);
 the higher-scored one is `chosen`, the other `rejected`. Pairs whose scores differ by less than
 min_margin are dropped as ties. This is how Stiennon et al. collected their comparisons: on samples of
-the policy that PPO will start from, so that the reward model is trained where PPO will query it. The first val_fraction of the pairs are held out in val.jsonl, the rest go to train.jsonl.
+the policy that PPO will start from, so that the reward model is trained where PPO will query it. The
+first val_fraction of the pairs are held out in val.jsonl, the rest go to train.jsonl.
 Each line: {"prompt": ..., "chosen": ..., "rejected": ..., "chosen_score": ..., "rejected_score": ...}.
 """
 import json
@@ -80,7 +81,7 @@ def draw_prompts():
     if not prompt_file:
         return prompt_windows(train_tokens, batch_size, prompt_len, rng), None
     rows = rng.integers(0, len(file_prompts), size=batch_size)
-    return [file_prompts[i] for i in rows], references and [references[i] for i in rows]
+    return [file_prompts[i] for i in rows], None if references is None else [references[i] for i in rows]
 
 
 pairs, drawn = [], 0
