@@ -423,6 +423,7 @@ def quickstart():
     (which ends at its 1.8857)."""
     dataloader.check_dataset('shakespeare_char', 64)  # says to run data/shakespeare_char/prepare.py if missing
     commands = {'ours': ("nanoGPT's command, this repo", NANOGPT_COMMAND),
+                'ours_fp32': ("nanoGPT's command, this repo, float32", NANOGPT_COMMAND + ['--dtype=float32']),
                 'quickstart': ('the CPU quickstart', QUICKSTART_COMMAND),
                 'fast': ("the CPU quickstart, modern recipe", FAST_COMMAND)}
     runs = {key: [] for key in ('nanogpt', *commands)}
@@ -444,8 +445,10 @@ def quickstart():
     for k, m in med.items():
         print(f"  {k}: {m['ms_per_iter']:.2f} ms/iter, {m['wall_s']:.1f} s wall, first step at {m['first_step_s']:.1f} s")
     if 'nanogpt' in med:
-        speedup = med['nanogpt']['ms_per_iter'] / med['ours']['ms_per_iter']
-        print(f"  nanoGPT's command: this repo's train.py runs at {speedup:.2f}x the tokens/s of nanoGPT's loop")
+        for key, dtype in (('ours', "the default dtype"), ('ours_fp32', 'float32')):
+            speedup = med['nanogpt']['ms_per_iter'] / med[key]['ms_per_iter']
+            print(f"  nanoGPT's command: this repo's train.py, {dtype}, runs at {speedup:.2f}x the tokens/s of "
+                  f"nanoGPT's loop (float32 on a CPU)")
     for key in ('quickstart', 'fast'):
         crossings = [run['crossing']['wall_s'] for run in runs[key] if run['crossing']]
         print(f"  {key}: val <= {target_val} in {len(crossings)} of {rounds} round(s)" +
