@@ -10,6 +10,9 @@ picks one by the name a config gives:
                        package, so it works offline): the stand-in for minRLHF's sentiment classifier
     'count:<chars>'    how many times any of these characters occurs in the text: a toy reward that is
                        easy to learn, for smoke tests
+    'rouge_l'          ROUGE-L F1 against the prompt's reference completion (rlhf.py gives the references of its
+                       prompt files): the ground truth a reward model stands in for, where there is one, so
+                       PPO against it is the ceiling PPO against a reward model can reach
     <out_dir>          a reward model trained by train_reward.py (out_dir/ckpt.pt)
 
 A reward model is a GPT with a scalar head (ppo.ScalarHeadGPT) reading prompt + text. Its reward is read one
@@ -57,6 +60,22 @@ class CharCount:
 
     def __call__(self, texts, prompts):
         return [float(sum(c in self.chars for c in text)) for text in texts]
+
+
+class ReferenceRougeL:
+    """ROUGE-L F1 of each text against the reference completion of its prompt (`add` gives them, by prompt text)."""
+
+    def __init__(self):
+        self.references = {}
+
+    def add(self, prompts, references):
+        self.references.update(zip(prompts, references, strict=True))
+
+    def __call__(self, texts, prompts):
+        missing = [p for p in prompts if p not in self.references]
+        if missing:
+            raise UserError(f"reward 'rouge_l': no reference completion for the prompt {missing[0][:60]!r}")
+        return rouge_l(texts, [self.references[p] for p in prompts])
 
 
 def encode_completion(tokenizer, prompt, text, reduction, block_size):
@@ -154,15 +173,17 @@ class RewardModel:
 
 
 def get_reward(name, device='cpu', batch_size=32):
-    """The reward a config names: 'sentiment', 'count:<chars>', or a reward model's out_dir (scoring batch_size
-    texts per forward pass)."""
+    """The reward a config names: 'sentiment', 'count:<chars>', 'rouge_l' (its references to be added), or a reward
+    model's out_dir (scoring batch_size texts per forward pass)."""
     if name == 'sentiment':
         return Sentiment()
     if name.startswith('count:'):
         return CharCount(name[len('count:'):])
+    if name == 'rouge_l':
+        return ReferenceRougeL()
     if os.path.isfile(os.path.join(name, 'ckpt.pt')):
         return RewardModel(name, device, batch_size)
-    raise UserError(f"unknown reward '{name}': use 'sentiment', 'count:<chars>', or the out_dir of a reward "
+    raise UserError(f"unknown reward '{name}': use 'sentiment', 'count:<chars>', 'rouge_l', or the out_dir of a reward "
                     f"model trained by train_reward.py (a folder holding ckpt.pt)")
 
 

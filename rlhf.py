@@ -35,7 +35,7 @@ import ppo
 from checkpoint import (check_new_run, check_vocabulary, claim_out_dir, load_checkpoint, load_model, make_checkpoint,
                         save_checkpoint, tokenizer_for, trained_dataset)
 from configurator import UserError, configure, require_positive
-from rewards import RewardModel, get_reward, rouge_l
+from rewards import ReferenceRougeL, RewardModel, get_reward, rouge_l
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -57,11 +57,13 @@ eval_prompt_file = ''  # held-out prompts for the evaluation (its first eval_sam
 # references in a .jsonl for ROUGE-L; '' = drawn like training's, from the val split or from prompt_file
 prompt_len = 16  # tokens per prompt window cut from the dataset
 max_new_tokens = 48  # the longest completion (a completion ends at end-of-text, where the vocabulary has one)
-# reward (rewards.py): 'sentiment', 'count:<chars>', or the out_dir of a reward model from train_reward.py
+# reward (rewards.py): 'sentiment', 'count:<chars>', the out_dir of a reward model from train_reward.py, or 'rouge_l':
+# ROUGE-L against the references of prompt_file and eval_prompt_file (.jsonl with a "completion" per line), the
+# ground truth a reward model stands in for, so PPO against it shows what PPO can reach at all
 reward = 'sentiment'
 # PPO sees (reward - mean) / std, both measured on the starting model's samples before training (Ziegler et al.
 # 2019): a reward model's scale is arbitrary, and without this its raw scores, not target_kl, decide how far the
-# policy moves. 'auto' = for reward models only (sentiment and count have a fixed scale), 'always', 'never'
+# policy moves. 'auto' = for reward models and rouge_l (sentiment and count have a fixed scale), 'always', 'never'
 normalize_reward = 'auto'
 # PPO
 max_iters = 200  # PPO iterations: one rollout batch and its updates each
@@ -162,12 +164,23 @@ elif not prompt_file:
 
 
 if prompt_file:
-    file_prompts, _ = ppo.read_prompt_file(prompt_file, tokenizer, max_new_tokens, block_size)
+    file_prompts, file_references = ppo.read_prompt_file(prompt_file, tokenizer, max_new_tokens, block_size)
 elif prompt_len + max_new_tokens > block_size:
     raise UserError(f"a prompt of prompt_len={prompt_len} tokens plus max_new_tokens={max_new_tokens} is longer than "
                     f"the model's context of {block_size}: lower prompt_len or max_new_tokens")
 eval_prompts, eval_references = (ppo.read_prompt_file(eval_prompt_file, tokenizer, max_new_tokens, block_size)
                                   if eval_prompt_file else (None, None))
+if isinstance(reward_fn, ReferenceRougeL):  # the ground truth: every prompt PPO or the evaluation draws needs one
+    files = [(prompt_file, file_prompts, file_references)] if prompt_file else []
+    if eval_prompt_file:
+        files.append((eval_prompt_file, eval_prompts, eval_references))
+    lacking = [path for path, _, references in files if references is None]
+    if not prompt_file or lacking:
+        raise UserError(f"reward 'rouge_l' scores against reference completions: prompt_file and eval_prompt_file "
+                        f"must be .jsonl files with a \"completion\" on every line "
+                        f"({lacking[0] if lacking else 'no prompt_file'})")
+    for _, prompts, references in files:
+        reward_fn.add([tokenizer.decode(p) for p in prompts], references)
 if isinstance(reward_fn, RewardModel):  # it must read every text the policy can write, checked before any work
     reward_fn.check_reads(tokenizer, f"the policy ({init_from})")
 
@@ -414,7 +427,7 @@ if resumed is not None:
     if device_type == 'cuda' and 'cuda' in resumed['rng']:
         torch.cuda.set_rng_state(resumed['rng']['cuda'], device)
     print(f"PPO resumed at iteration {start_iter} of {max_iters}")
-elif normalize_reward == 'always' or (normalize_reward == 'auto' and isinstance(reward_fn, RewardModel)):
+elif normalize_reward == 'always' or (normalize_reward == 'auto' and isinstance(reward_fn, (RewardModel, ReferenceRougeL))):
     reward_shift, reward_scale = reward_statistics(2 * batch_size)
     print(f"the reward on {2 * batch_size} samples of the start: mean {reward_shift:.4f}, std {reward_scale:.4f}; "
           f"PPO sees (reward - mean) / std")

@@ -14,6 +14,7 @@ import torch
 import ppo
 from checkpoint import load_model, save_checkpoint, tokenizer_for
 from conftest import REPO, assert_one_line_error, run_script, script_env
+from configurator import UserError
 from model import GPT, GPTConfig
 from rewards import CharCount, RewardModel, bradley_terry_loss, get_reward
 
@@ -134,6 +135,12 @@ def test_bradley_terry_loss_and_accuracy():
 
 def test_rewards_registry():
     assert get_reward('count:ab')(['abcab', 'c'], ['', '']) == [4.0, 0.0]
+    ground_truth = get_reward('rouge_l')
+    ground_truth.add(['P1', 'P2'], ['the cat sat', 'a dog'])
+    # 'dog' against 'a dog': precision 1, recall 1/2, F1 2/3
+    assert ground_truth(['the cat sat', 'dog'], ['P1', 'P2']) == pytest.approx([1.0, 2 / 3])
+    with pytest.raises(UserError, match="no reference completion for the prompt 'P3'"):
+        ground_truth(['a'], ['P3'])
     happy, sad = get_reward('sentiment')(['What a happy, lovely day!', 'A terrible, hateful death.'], ['', ''])
     assert happy > 0.5 > -0.5 > sad
 
@@ -286,6 +293,11 @@ def test_rouge_l_labels_need_references(tiny_start, tmp_path):
                f'--prompt_file={prompts}', '--max_new_tokens=8', check=False)
     assert_one_line_error(proc, str(prompts), '"completion"')
     assert not (tmp_path / 'train.jsonl').exists()
+    # and so does PPO against the ground truth
+    proc = run('rlhf.py', f'--init_from={tiny_start}', f'--out_dir={tmp_path / "ppo"}', '--reward=rouge_l', *FAST,
+               f'--prompt_file={prompts}', '--max_new_tokens=8', check=False)
+    assert_one_line_error(proc, "reward 'rouge_l'", str(prompts), '"completion"')
+    assert not (tmp_path / 'ppo').exists()
 
 
 # -----------------------------------------------------------------------------

@@ -171,9 +171,10 @@ def run_chain(root):
     proc = run_script('rlhf.py', f'--init_from={root / "sft"}', f'--out_dir={root / "ppo"}', *ppo_args, '--max_iters=5',
                '--minibatch_size=8', '--micro_batch_size=4', '--learning_rate=3e-3', '--target_kl=3.0',
                '--save_interval=0')
-    # --eval_only of the SFT model against itself (the README's untrained-vs-SFT command, cheaply)
+    # --eval_only of the SFT model against itself (the README's untrained-vs-SFT command, cheaply), scored by the
+    # ground truth instead of the reward model
     run_script('rlhf.py', f'--init_from={root / "sft"}', f'--out_dir={root / "sft"}', *ppo_args, '--eval_only=True',
-               '--eval_samples=8')
+               '--eval_samples=8', '--reward=rouge_l')
     return proc.stdout
 
 
@@ -257,6 +258,7 @@ def test_the_offline_chain_end_to_end(tmp_path):
     itself = json.loads((root / 'sft' / 'eval.json').read_text())  # the same samples: the same scores, no KL
     assert itself['eval_samples'] == 8 and itself['kl'] == 0.0 and itself['rouge_l_start'] == itself['rouge_l_policy']
     assert itself['reward_start'] == itself['reward_policy'] and itself['length_start'] == itself['length_policy']
+    assert itself['reward_start'] == itself['rouge_l_start']  # reward='rouge_l' is ROUGE-L against each reference
     assert itself['warnings'] == []
     log = read_jsonl(root / 'ppo' / 'log.jsonl')
     assert len(log) == 5 and all(0 < r['length'] <= 24 for r in log)
