@@ -171,15 +171,13 @@ elif prompt_len + max_new_tokens > block_size:
 eval_prompts, eval_references = (ppo.read_prompt_file(eval_prompt_file, tokenizer, max_new_tokens, block_size)
                                   if eval_prompt_file else (None, None))
 if isinstance(reward_fn, ReferenceRougeL):  # the ground truth: every prompt PPO or the evaluation draws needs one
-    files = [(prompt_file, file_prompts, file_references)] if prompt_file else []
+    files = [(prompt_file, file_prompts, file_references) if prompt_file else ('no prompt_file', None, None)]
     if eval_prompt_file:
         files.append((eval_prompt_file, eval_prompts, eval_references))
-    lacking = [path for path, _, references in files if references is None]
-    if not prompt_file or lacking:
-        raise UserError(f"reward 'rouge_l' scores against reference completions: prompt_file and eval_prompt_file "
-                        f"must be .jsonl files with a \"completion\" on every line "
-                        f"({lacking[0] if lacking else 'no prompt_file'})")
-    for _, prompts, references in files:
+    for path, prompts, references in files:
+        if references is None:
+            raise UserError(f"reward 'rouge_l' scores against reference completions: prompt_file and "
+                            f"eval_prompt_file must be .jsonl files with a \"completion\" on every line ({path})")
         reward_fn.add([tokenizer.decode(p) for p in prompts], references)
 if isinstance(reward_fn, RewardModel):  # it must read every text the policy can write, checked before any work
     reward_fn.check_reads(tokenizer, f"the policy ({init_from})")
@@ -427,7 +425,8 @@ if resumed is not None:
     if device_type == 'cuda' and 'cuda' in resumed['rng']:
         torch.cuda.set_rng_state(resumed['rng']['cuda'], device)
     print(f"PPO resumed at iteration {start_iter} of {max_iters}")
-elif normalize_reward == 'always' or (normalize_reward == 'auto' and isinstance(reward_fn, (RewardModel, ReferenceRougeL))):
+elif normalize_reward == 'always' or (normalize_reward == 'auto'
+                                     and isinstance(reward_fn, (RewardModel, ReferenceRougeL))):
     reward_shift, reward_scale = reward_statistics(2 * batch_size)
     print(f"the reward on {2 * batch_size} samples of the start: mean {reward_shift:.4f}, std {reward_scale:.4f}; "
           f"PPO sees (reward - mean) / std")

@@ -91,8 +91,13 @@ block_size = gpt.config.block_size
 def encode_pairs(paths):
     """Token lists (prompt, chosen, rejected) of every pair in the preference files (comma-separated paths), as
     rewards.encode_completion reads them: a prompt too long for the context loses its oldest tokens, counted and
-    reported."""
-    return [pair for path in paths.split(',') for pair in encode_file(path.strip())]
+    reported. Also returns {path: (first, end)}, where each file's pairs lie in that list."""
+    pairs, spans = [], {}
+    for path in (p.strip() for p in paths.split(',')):
+        encoded = encode_file(path)
+        spans[path] = (len(pairs), len(pairs) + len(encoded))
+        pairs += encoded
+    return pairs, spans
 
 
 def encode_file(path):
@@ -138,12 +143,8 @@ def evaluate():
     return total_loss / len(val_pairs), hits.mean().item(), per_file
 
 
-train_pairs = encode_pairs(train_file)
-val_spans, val_pairs = {}, []  # {path: (first, end) of its pairs in val_pairs}
-for path in (p.strip() for p in val_file.split(',')):
-    pairs = encode_file(path)
-    val_spans[path] = (len(val_pairs), len(val_pairs) + len(pairs))
-    val_pairs += pairs
+train_pairs, _ = encode_pairs(train_file)
+val_pairs, val_spans = encode_pairs(val_file)
 print(f"{len(train_pairs)} training pairs ({train_file}), {len(val_pairs)} held-out pairs ({val_file})")
 
 optimizer = gpt.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
