@@ -14,6 +14,8 @@ picks one by the name a config gives:
                        prompt files): the ground truth a reward model stands in for, where there is one, so
                        PPO against it is the ceiling PPO against a reward model can reach
     <out_dir>          a reward model trained by train_reward.py (out_dir/ckpt.pt)
+    <a>,<b>,...        the mean of several of these: reward models trained with different seeds err on different
+                       texts, so a policy finds less to exploit in their mean than in any one (Coste et al. 2023)
 
 A reward model is a GPT with a scalar head (ppo.ScalarHeadGPT) reading prompt + text. Its reward is read one
 of two ways (train_reward.py's reward_reduction, kept in its checkpoint):
@@ -172,19 +174,33 @@ class RewardModel:
         return scores
 
 
+class MeanReward:
+    """The mean of several rewards' scores; `members` are the rewards."""
+
+    def __init__(self, members):
+        self.members = members
+
+    def __call__(self, texts, prompts):
+        scores = [member(texts, prompts) for member in self.members]
+        return [sum(column) / len(column) for column in zip(*scores)]
+
+
 def get_reward(name, device='cpu', batch_size=32):
-    """The reward a config names: 'sentiment', 'count:<chars>', 'rouge_l' (its references to be added), or a reward
-    model's out_dir (scoring batch_size texts per forward pass)."""
+    """The reward a config names: 'sentiment', 'count:<chars>', 'rouge_l' (its references to be added), a reward
+    model's out_dir (scoring batch_size texts per forward pass), or several of these, comma-separated (their mean)."""
     if name == 'sentiment':
         return Sentiment()
-    if name.startswith('count:'):
+    if name.startswith('count:'):  # its characters may include a comma
         return CharCount(name[len('count:'):])
+    if ',' in name:
+        return MeanReward([get_reward(part, device, batch_size) for part in name.split(',')])
     if name == 'rouge_l':
         return ReferenceRougeL()
     if os.path.isfile(os.path.join(name, 'ckpt.pt')):
         return RewardModel(name, device, batch_size)
     raise UserError(f"unknown reward '{name}': use 'sentiment', 'count:<chars>', 'rouge_l', or the out_dir of a reward "
-                    f"model trained by train_reward.py (a folder holding ckpt.pt)")
+                    f"model trained by train_reward.py (a folder holding ckpt.pt); several, comma-separated, for "
+                    f"their mean")
 
 
 def rouge_l(texts, references):

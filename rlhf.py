@@ -59,11 +59,13 @@ prompt_len = 16  # tokens per prompt window cut from the dataset
 max_new_tokens = 48  # the longest completion (a completion ends at end-of-text, where the vocabulary has one)
 # reward (rewards.py): 'sentiment', 'count:<chars>', the out_dir of a reward model from train_reward.py, or 'rouge_l':
 # ROUGE-L against the references of prompt_file and eval_prompt_file (.jsonl with a "completion" per line), the
-# ground truth a reward model stands in for, so PPO against it shows what PPO can reach at all
+# ground truth a reward model stands in for, so PPO against it shows what PPO can reach at all; several,
+# comma-separated, score their mean (reward models of different seeds: less for the policy to exploit)
 reward = 'sentiment'
 # PPO sees (reward - mean) / std, both measured on the starting model's samples before training (Ziegler et al.
 # 2019): a reward model's scale is arbitrary, and without this its raw scores, not target_kl, decide how far the
-# policy moves. 'auto' = for reward models and rouge_l (sentiment and count have a fixed scale), 'always', 'never'
+# policy moves. 'auto' = for reward models, rouge_l and means of them (sentiment and count have a fixed scale),
+# 'always', 'never'
 normalize_reward = 'auto'
 # PPO
 max_iters = 200  # PPO iterations: one rollout batch and its updates each
@@ -113,6 +115,7 @@ rng = np.random.default_rng(seed)
 if not eval_only:  # a new run must not overwrite a trained policy: resume it, or pick another out_dir
     check_new_run(out_dir, init_from, overwrite)
 reward_fn = get_reward(reward, device, reward_batch_size)  # first: a misspelt reward should not wait for the models
+reward_parts = getattr(reward_fn, 'members', [reward_fn])  # the rewards it is the mean of, or itself
 if wandb_log:
     loop.import_wandb()  # a missing wandb is one line before any work
 
@@ -170,17 +173,18 @@ elif prompt_len + max_new_tokens > block_size:
                     f"the model's context of {block_size}: lower prompt_len or max_new_tokens")
 eval_prompts, eval_references = (ppo.read_prompt_file(eval_prompt_file, tokenizer, max_new_tokens, block_size)
                                   if eval_prompt_file else (None, None))
-if isinstance(reward_fn, ReferenceRougeL):  # the ground truth: every prompt PPO or the evaluation draws needs one
-    files = [(prompt_file, file_prompts, file_references) if prompt_file else ('no prompt_file', None, None)]
-    if eval_prompt_file:
-        files.append((eval_prompt_file, eval_prompts, eval_references))
-    for path, prompts, references in files:
-        if references is None:
-            raise UserError(f"reward 'rouge_l' scores against reference completions: prompt_file and "
-                            f"eval_prompt_file must be .jsonl files with a \"completion\" on every line ({path})")
-        reward_fn.add([tokenizer.decode(p) for p in prompts], references)
-if isinstance(reward_fn, RewardModel):  # it must read every text the policy can write, checked before any work
-    reward_fn.check_reads(tokenizer, f"the policy ({init_from})")
+files = [(prompt_file, file_prompts, file_references) if prompt_file else ('no prompt_file', None, None)]
+if eval_prompt_file:
+    files.append((eval_prompt_file, eval_prompts, eval_references))
+for part in reward_parts:
+    if isinstance(part, ReferenceRougeL):  # the ground truth: every prompt PPO or the evaluation draws needs one
+        for path, prompts, references in files:
+            if references is None:
+                raise UserError(f"reward 'rouge_l' scores against reference completions: prompt_file and "
+                                f"eval_prompt_file must be .jsonl files with a \"completion\" on every line ({path})")
+            part.add([tokenizer.decode(p) for p in prompts], references)
+    if isinstance(part, RewardModel):  # it must read every text the policy can write, checked before any work
+        part.check_reads(tokenizer, f"the policy ({init_from})")
 
 
 def draw_prompts(count, split, generator):
@@ -330,8 +334,9 @@ def evaluate(ppo_minutes=None):
     if data_dir is not None:
         print(f"val loss on {dataset}: {out['val_loss_start']:.4f} -> {out['val_loss_policy']:.4f} "
               f"({out['val_loss_policy'] - out['val_loss_start']:+.4f})")
-    if isinstance(reward_fn, RewardModel) and reward_fn.truncated:
-        out['reward_prompts_truncated'] = reward_fn.truncated
+    truncated = max((part.truncated for part in reward_parts if isinstance(part, RewardModel)), default=0)
+    if truncated:
+        out['reward_prompts_truncated'] = truncated
     # judged as a PPO policy only if it is one (not, e.g., an SFT model scored against the untrained one)
     out['warnings'] = verdict(out, ppo_policy=not eval_only or policy_checkpoint.get('scalar_head_role') == 'value')
     with open(os.path.join(out_dir, 'eval.json'), 'w') as f:
@@ -425,8 +430,8 @@ if resumed is not None:
     if device_type == 'cuda' and 'cuda' in resumed['rng']:
         torch.cuda.set_rng_state(resumed['rng']['cuda'], device)
     print(f"PPO resumed at iteration {start_iter} of {max_iters}")
-elif normalize_reward == 'always' or (normalize_reward == 'auto'
-                                     and isinstance(reward_fn, (RewardModel, ReferenceRougeL))):
+elif normalize_reward == 'always' or (
+        normalize_reward == 'auto' and all(isinstance(part, (RewardModel, ReferenceRougeL)) for part in reward_parts)):
     reward_shift, reward_scale = reward_statistics(2 * batch_size)
     print(f"the reward on {2 * batch_size} samples of the start: mean {reward_shift:.4f}, std {reward_scale:.4f}; "
           f"PPO sees (reward - mean) / std")

@@ -160,12 +160,14 @@ def run_chain(root):
     run_script('data/preferences/prepare.py', f'--init_from={root / "sft"}', f'--out_dir={root / "pairs"}',
                f'--prompt_file={data / "posts_train.jsonl"}', '--label=rouge_l', '--min_margin=0.05', '--n_pairs=40',
                '--max_new_tokens=24', '--batch_size=32')
-    run_script('train_reward.py', f'--init_from={root / "sft"}', f'--out_dir={root / "rm"}', *FAST,
-               f'--train_file={data / "comparisons_train.jsonl"},{root / "pairs" / "train.jsonl"}',
-               f'--val_file={data / "comparisons_val.jsonl"},{root / "pairs" / "val.jsonl"}',
-               '--reward_reduction=sum', '--max_iters=40', '--eval_interval=40', '--batch_size=16',
-               '--learning_rate=1e-3', '--dropout=0.0')
-    ppo_args = [f'--reward={root / "rm"}', f'--prompt_file={data / "posts_train.jsonl"}',
+    # two reward models of different seeds; PPO scores with their mean (config/rlhf_tldr_cpu.py's three)
+    for name, seed in (('rm', 1337), ('rm2', 2)):
+        run_script('train_reward.py', f'--init_from={root / "sft"}', f'--out_dir={root / name}', f'--seed={seed}',
+                   *FAST, f'--train_file={data / "comparisons_train.jsonl"},{root / "pairs" / "train.jsonl"}',
+                   f'--val_file={data / "comparisons_val.jsonl"},{root / "pairs" / "val.jsonl"}',
+                   '--reward_reduction=sum', '--max_iters=40', '--eval_interval=40', '--batch_size=16',
+                   '--learning_rate=1e-3', '--dropout=0.0')
+    ppo_args = [f'--reward={root / "rm"},{root / "rm2"}', f'--prompt_file={data / "posts_train.jsonl"}',
                 f'--eval_prompt_file={data / "posts_val.jsonl"}', '--max_new_tokens=24', '--eval_samples=48',
                 '--eval_iters=2', '--batch_size=16', *FAST]
     proc = run_script('rlhf.py', f'--init_from={root / "sft"}', f'--out_dir={root / "ppo"}', *ppo_args, '--max_iters=5',
