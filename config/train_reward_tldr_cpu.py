@@ -1,8 +1,11 @@
-# The summarization chain small and offline, stage 2 of 3: a reward model initialised from the SFT model, on the
+# The summarization chain small and offline, stage 2 of 3: reward models initialised from the SFT model, on the
 # synthetic comparisons (the labeller prefers the candidate summary with the higher ROUGE-L against the first line;
-# degenerate ones last) and on comparisons of the SFT model's own summaries (config/preferences_tldr_cpu.py).
+# degenerate ones last) and on comparisons of the SFT model's own summaries (config/preferences_tldr_cpu.py). PPO
+# scores with the mean of three, trained alike with different seeds (config/rlhf_tldr_cpu.py):
 # $ python data/preferences/prepare.py config/preferences_tldr_cpu.py      (after config/sft_tldr_cpu.py)
 # $ python train_reward.py config/train_reward_tldr_cpu.py
+# $ python train_reward.py config/train_reward_tldr_cpu.py --seed=13371 --out_dir=out-reward-tldr-cpu-1
+# $ python train_reward.py config/train_reward_tldr_cpu.py --seed=13372 --out_dir=out-reward-tldr-cpu-2
 out_dir = 'out-reward-tldr-cpu'
 init_from = 'out-sft-tldr-cpu'
 train_file = 'data/tldr/comparisons_train.jsonl,data/tldr/sft_comparisons/train.jsonl'
