@@ -255,6 +255,7 @@ def test_the_offline_chain_end_to_end(tmp_path):
     overfitted = after['rouge_l_policy'] < after['rouge_l_start'] or not 0.5 <= ratio <= 2
     assert any('overfitted the reward model' in w for w in after['warnings']) == overfitted, after
     assert 'the policy against the start: reward' in ppo_stdout
+    assert 'PPO sees (reward - mean) / std' in ppo_stdout  # the mean of reward models is normalized as one would be
     assert [line for line in ppo_stdout.splitlines() if line.startswith('warning: ')] == [
         f'warning: {w}' for w in after['warnings']]
     itself = json.loads((root / 'sft' / 'eval.json').read_text())  # the same samples: the same scores, no KL
