@@ -193,7 +193,7 @@ def get_reward(name, device='cpu', batch_size=32):
     if name.startswith('count:'):  # its characters may include a comma
         return CharCount(name[len('count:'):])
     if ',' in name:
-        return MeanReward([get_reward(part, device, batch_size) for part in name.split(',')])
+        return MeanReward([get_reward(part.strip(), device, batch_size) for part in name.split(',')])
     if name == 'rouge_l':
         return ReferenceRougeL()
     if os.path.isfile(os.path.join(name, 'ckpt.pt')):

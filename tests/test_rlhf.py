@@ -144,8 +144,8 @@ def test_rewards_registry():
     happy, sad = get_reward('sentiment')(['What a happy, lovely day!', 'A terrible, hateful death.'], ['', ''])
     assert happy > 0.5 > -0.5 > sad
     assert get_reward('count:,')(['a,b,'], ['']) == [2.0]  # a comma to count, not two rewards
-    # comma-separated: the mean of the parts ('the cat sat': ROUGE-L 1, sentiment 0)
-    mean = get_reward('rouge_l,sentiment')
+    # comma-separated (spaces allowed): the mean of the parts ('the cat sat': ROUGE-L 1, sentiment 0)
+    mean = get_reward('rouge_l, sentiment')
     mean.members[0].add(['P1'], ['the cat sat'])
     assert mean(['the cat sat', 'dog'], ['P1', 'P1']) == pytest.approx([0.5, 0.0])
     with pytest.raises(UserError, match="unknown reward 'no_such_dir'"):
