@@ -107,8 +107,11 @@ def explicit_causal_attention(q, k, v, dropout_p=0.0):
 # and its gradient (200 MB each at 1,024 positions) through memory. From CHUNKED_LOSS_MIN_VOCAB tokens on an eager
 # forward takes the loss a chunk of positions at a time instead (chunked_cross_entropy), each chunk's logits
 # (rows, vocab) about CHUNKED_LOSS_ELEMENTS floats (8 MiB: 41 rows of GPT-2's vocabulary), at most
-# CHUNKED_LOSS_MAX_ROWS rows. Head and loss alone, forward + backward of 1,024 positions x 64 channels on one
-# thread: 2-3x faster at 50,304, 2x (float32) and 1.2x (bf16) at 2,048, slower below (65 characters: 2-4x slower).
+# CHUNKED_LOSS_MAX_ROWS rows, and never fewer than n_embd / 2: each chunk adds its share of the head's (vocab, C)
+# weight gradient, a pass over vocab x C floats (two in bf16: the product, then its float32 sum) that a chunk of far
+# fewer rows than C does not pay for (GPT-2 124M: 41-row chunks made the bf16 step twice as slow, BENCHMARKS.md).
+# Head and loss alone, forward + backward of 1,024 positions x 64 channels on one thread: 2-3x faster at 50,304,
+# 2x (float32) and 1.2x (bf16) at 2,048, slower below (65 characters: 2-4x slower).
 CHUNKED_LOSS_MIN_VOCAB = 2048
 CHUNKED_LOSS_ELEMENTS = 2 ** 21
 CHUNKED_LOSS_MAX_ROWS = 256
@@ -168,9 +171,9 @@ class ChunkedCrossEntropy(torch.autograd.Function):
 def chunked_cross_entropy(x, weight, targets, softcap=0.0, rows=None):
     """The mean cross-entropy of lm_head's logits softcap(x @ weight^T) (x (N, C), weight (vocab, C)) against
     targets (N,) (-1: not counted), taken rows positions at a time (ChunkedCrossEntropy; by default a chunk of about
-    CHUNKED_LOSS_ELEMENTS logits). Gradients are computed only where a backward can follow."""
+    CHUNKED_LOSS_ELEMENTS logits, and at least C / 2 rows). Gradients are computed only where a backward can follow."""
     with_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    rows = rows or max(1, min(CHUNKED_LOSS_MAX_ROWS, CHUNKED_LOSS_ELEMENTS // weight.size(0)))
+    rows = rows or max(1, min(CHUNKED_LOSS_MAX_ROWS, CHUNKED_LOSS_ELEMENTS // weight.size(0)), weight.size(1) // 2)
     return ChunkedCrossEntropy.apply(x, weight, targets, softcap, rows, with_grad)
 
 

@@ -261,7 +261,8 @@ def test_the_chunked_loss_equals_the_plain_one_in_float32(monkeypatch, recipe, m
     idx, targets = torch.randint(0, 3000, (3, 32)), torch.randint(0, 3000, (3, 32))
     targets[0, :20] = -1
     targets[2, 5] = -1
-    monkeypatch.setattr(model_module, 'CHUNKED_LOSS_MAX_ROWS', 7)  # 96 or 75 positions: 14 or 11 chunks
+    monkeypatch.setattr(model_module, 'CHUNKED_LOSS_MAX_ROWS', 7)  # 7 rows, raised to n_embd / 2 = 32: 3 chunks
+    # of the 96 or 75 positions, the last one shorter for 75
     logits, chunked, chunked_grads = loss_and_grads(model, idx, targets, masked_targets)
     assert logits is None  # no logits were made for the whole batch
     with torch.no_grad():  # evaluation: the same loss, without the gradients
