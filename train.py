@@ -90,7 +90,7 @@ fsdp_reduce_every_micro_step = True  # FSDP: reduce-scatter gradients after each
 # system
 device = 'auto'  # 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'  # 'float32', 'bfloat16', 'float16' (with a GradScaler), or 'auto'
-compile = True  # use PyTorch 2.0 to compile the model to be faster
+compile = True  # use PyTorch 2.0 to compile the model to be faster (unless set: False for float32 on a CPU)
 activation_checkpointing = False  # recompute each block in the backward: ~1/3 more compute, far less activation memory
 seed = 1337
 # -----------------------------------------------------------------------------
@@ -147,6 +147,12 @@ if fsdp or every_rank_saves or sharded_resume:
     import sharding  # only here: torch.distributed.checkpoint and fsdp add a second to every start-up
 hw = hardware.setup(device, dtype)  # dtype 'auto' becomes what this hardware runs fastest and accurately
 device_type, dtype, ctx = hw.device_type, hw.dtype, hw.ctx
+# in float32 on a CPU torch.compile ran no faster than eager, at the quickstart's size and at GPT-2 124M's, after a
+# cold compile of ~30 s (BENCHMARKS.md; in bf16 it took 20-25% off GPT-2 124M's step): there the default is eager,
+# and a --compile=True (or a config's) still compiles
+eager_on_cpu = compile and device_type == 'cpu' and dtype == 'float32' and 'compile' not in configurator.given
+if eager_on_cpu:
+    compile = config['compile'] = False
 if parallelism == 'fsdp' and not distributed:
     raise UserError("--parallelism=fsdp shards the model over torchrun's processes: launch it with torchrun, e.g. "
                     "`torchrun --standalone --nproc_per_node=2 train.py ...` (--nproc_per_node=1 works too)")
@@ -290,6 +296,9 @@ if sharded_resume:  # each rank reads the parts of the files that its shards (or
 raw_model = model  # the bare GPT, for checkpoints and MFU
 if compile and master_process:
     print("compiling the model... (takes a ~minute)")
+elif eager_on_cpu and master_process:
+    print("not compiling: compile=False is the default for float32 on a CPU, where torch.compile ran no faster "
+          "than eager; --compile=True compiles")
 if compile and not fsdp:  # (FSDP: sharding.shard compiled each block)
     model = torch.compile(model)
 if ddp:

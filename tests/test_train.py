@@ -32,6 +32,15 @@ def train(out_dir, *args, check=True, env=None):
                       check=check, env=env)
 
 
+def test_float32_on_a_cpu_trains_eager_unless_told_to_compile(tmp_path):
+    """compile defaults to True (nanoGPT's, a GPU's), but in float32 on a CPU, where it bought nothing, a run that does
+    not set it trains eager and says so in one line."""
+    args = [a for a in TINY if a != '--compile=False']
+    proc = run_script('train.py', '--dataset=shakespeare_char', f'--out_dir={tmp_path}', *args, '--max_iters=2')
+    assert 'not compiling: compile=False is the default for float32 on a CPU' in proc.stdout
+    assert 'compiling the model' not in proc.stdout
+
+
 def evals(out_dir):
     with open(os.path.join(out_dir, 'log.jsonl')) as f:
         return [json.loads(line) for line in f]
