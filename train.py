@@ -148,7 +148,7 @@ if fsdp or every_rank_saves or sharded_resume:
 hw = hardware.setup(device, dtype)  # dtype 'auto' becomes what this hardware runs fastest and accurately
 device_type, dtype, ctx = hw.device_type, hw.dtype, hw.ctx
 # in float32 on a CPU torch.compile ran no faster than eager, at the quickstart's size and at GPT-2 124M's, after a
-# cold compile of ~30 s (BENCHMARKS.md; in bf16 it took 20-25% off GPT-2 124M's step): there the default is eager,
+# cold compile of ~30 s (BENCHMARKS.md; in bf16 it took 16-23% off GPT-2 124M's step): there the default is eager,
 # and a --compile=True (or a config's) still compiles
 eager_on_cpu = compile and device_type == 'cpu' and dtype == 'float32' and 'compile' not in configurator.given
 if eager_on_cpu:
