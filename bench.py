@@ -6,7 +6,7 @@ built the way train.py builds them. MFU is measured against a stated peak (hardw
 the GPU's published dense bf16 figure, or elsewhere the best matmul rate measured here at the run's dtype
 (float32 on a CPU that only emulates bf16), in well under a second.
 
-$ python bench.py --device=cpu                      # the CPU quickstart's model (4 x 128, block 64)
+$ python bench.py --device=cpu                      # nanoGPT's CPU command's model (4 x 128, block 64)
 $ python bench.py --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_size=16 --dtype=float32
 $ python bench.py --mode=generate --n_layer=6 --n_head=6 --n_embd=384 --block_size=1024 --gen_tokens=500
 $ python bench.py --mode=quickstart --nanogpt_dir=../nanoGPT --rounds=3   # the README's CPU figures, beside nanoGPT's
@@ -37,7 +37,7 @@ from tokenizer import for_dataset
 
 # -----------------------------------------------------------------------------
 mode = 'all'  # 'train', 'generate', 'all' (both), 'quickstart' or 'recipes' (whole training runs: quickstart(), recipes())
-# model: defaults are the CPU quickstart's (config/train_shakespeare_char_cpu.py)
+# model: defaults are nanoGPT's CPU command's (its README: 4 x 128, block 64, batch 12; the quickstart has 2 layers)
 n_layer = 4
 n_head = 4
 n_embd = 128
@@ -96,7 +96,7 @@ modern_args = ''  # more train.py arguments for the modern recipe's runs, e.g. '
 # system
 device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'  # 'float32', 'bfloat16', 'float16' or 'auto' (as train.py: hardware.resolve_dtype)
-compile = False  # torch.compile the model, as train.py does by default
+compile = False  # torch.compile the model, as train.py does by default (except for float32 on a CPU)
 seed = 1337
 # -----------------------------------------------------------------------------
 
@@ -425,6 +425,7 @@ def quickstart():
     commands = {'ours': ("nanoGPT's command, this repo", NANOGPT_COMMAND),
                 'ours_fp32': ("nanoGPT's command, this repo, float32", NANOGPT_COMMAND + ['--dtype=float32']),
                 'quickstart': ('the CPU quickstart', QUICKSTART_COMMAND),
+                'quickstart_fp32': ('the CPU quickstart, float32', QUICKSTART_COMMAND + ['--dtype=float32']),
                 'fast': ("the CPU quickstart, modern recipe", FAST_COMMAND)}
     runs = {key: [] for key in ('nanogpt', *commands)}
     nanogpt = os.path.abspath(nanogpt_dir) if nanogpt_dir else None
@@ -447,25 +448,32 @@ def quickstart():
     if 'nanogpt' in med:
         for key, dtype in (('ours', "the default dtype"), ('ours_fp32', 'float32')):
             speedup = med['nanogpt']['ms_per_iter'] / med[key]['ms_per_iter']
+            rounds_x = ', '.join(f"{n['ms_per_iter'] / o['ms_per_iter']:.2f}" for n, o in zip(runs['nanogpt'], runs[key]))
             print(f"  nanoGPT's command: this repo's train.py, {dtype}, runs at {speedup:.2f}x the tokens/s of "
-                  f"nanoGPT's loop (float32 on a CPU)")
-    for key in ('quickstart', 'fast'):
-        crossings = [run['crossing']['wall_s'] for run in runs[key] if run['crossing']]
-        print(f"  {key}: val <= {target_val} in {len(crossings)} of {rounds} round(s)" +
-              (f", median {statistics.median(crossings):.1f} s after start" if crossings else '') +
-              (f": {statistics.median(crossings) / med['nanogpt']['wall_s']:.2f}x the wall of nanoGPT's run"
-               if crossings and 'nanogpt' in med else ''))
+                  f"nanoGPT's loop (float32 on a CPU; per round: {rounds_x})")
+    for key in ('quickstart', 'quickstart_fp32', 'fast'):
+        crossings = [run['crossing']['wall_s'] if run['crossing'] else None for run in runs[key]]
+        reached = [c for c in crossings if c is not None]
+        print(f"  {key}: val <= {target_val} in {len(reached)} of {rounds} round(s)" +
+              (f", median {statistics.median(reached):.1f} s after start" if reached else ''))
+        if reached and runs['nanogpt']:  # each round against nanoGPT's run of the same round: the CPU's speed drifts
+            ratios = [c / n['wall_s'] for c, n in zip(crossings, runs['nanogpt']) if c is not None]
+            print(f"    {statistics.median(ratios):.2f}x the wall of nanoGPT's run (per round: "
+                  f"{', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 # -----------------------------------------------------------------------------
-# --mode=recipes: the CPU quickstart trained with GPT-2's recipe and with the modern one (model.py's switches and
-# Muon), seed by seed in alternation, every final model evaluated on full_val_iters val batches; with ablation, the
+# --mode=recipes: nanoGPT's CPU model size trained with GPT-2's recipe and with the modern one (model.py's switches
+# and Muon), seed by seed in alternation, every final model evaluated on full_val_iters val batches; with ablation, the
 # modern recipe with one switch at a time set back to GPT-2's, for the same steps. The losses at a fixed step count
 # are the same on every run; a budget of wall time is not, on a shared CPU whose speed drifts by 15-35% in minutes
 # (an ablation at a fixed wall time, step counts from a short timing run, gave 20-35% more steps to some variants
 # than to the reference), so each variant's cost is its ms/iter, printed beside its loss
 
 MODERN_COMMAND = ['config/train_shakespeare_char_cpu_modern.py']
+# GPT-2's recipe at the modern config's size (nanoGPT's 4 x 128): the quickstart's config with 4 layers, at the
+# learning rate four layers take (3e-3; the quickstart's two take 6e-3)
+GPT2_COMMAND = [*QUICKSTART_COMMAND, '--n_layer=4', '--learning_rate=3e-3', '--min_lr=3e-4']
 GPT2_SETTINGS = {'rotary': 'False', 'qk_norm': 'False', 'rmsnorm': 'False', 'relu_squared': 'False',
                  'tie_embeddings': 'True', 'logit_softcap': '0.0', 'zero_init_proj': 'False', 'embedding_norm': 'False',
                  'optimizer': 'adamw'}
@@ -492,7 +500,7 @@ def recipes():
     runs = {'gpt2': [], 'modern': []}
     with tempfile.TemporaryDirectory() as tmp:
         for s in seed_list:
-            runs['gpt2'].append(recipe_run(f"GPT-2's recipe, seed {s}", [*QUICKSTART_COMMAND, f'--seed={s}'],
+            runs['gpt2'].append(recipe_run(f"GPT-2's recipe, seed {s}", [*GPT2_COMMAND, f'--seed={s}'],
                                            os.path.join(tmp, f'gpt2-{s}')))
             runs['modern'].append(recipe_run(f"the modern recipe, seed {s}",
                                              [*MODERN_COMMAND, *modern_args.split(), f'--seed={s}'],

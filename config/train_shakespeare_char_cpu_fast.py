@@ -1,7 +1,8 @@
-# the CPU quickstart's model with the modern recipe, sized for the shortest wall time to the quickstart's val loss
-# (< 1.87): batches of 24 amortise Muon's per-step iteration, which at 12 x 64 tokens costs about as much as the
-# step itself; 250 of them reach 1.848 where config/train_shakespeare_char_cpu_modern.py's 600 of 12 (the best
-# loss) pass 1.87 near step 450. $ python train.py config/train_shakespeare_char_cpu_fast.py
+# the CPU quickstart's data at nanoGPT's CPU model size (4 x 128) with the modern recipe, sized for the shortest
+# wall time to the quickstart's val loss (< 1.87): batches of 24 amortise Muon's per-step iteration, which at
+# 12 x 64 tokens costs about as much as the step itself; 250 of them reach 1.848 where
+# config/train_shakespeare_char_cpu_modern.py's 600 of 12 (the best loss) pass 1.87 near step 450.
+# $ python train.py config/train_shakespeare_char_cpu_fast.py
 out_dir = 'out-shakespeare-char-cpu-fast'
 eval_interval = 250  # the evals at steps 0 and 250: one more would cost ~4% of the wall time
 eval_iters = 20

@@ -1,6 +1,6 @@
-# the CPU quickstart's data and model size with the modern recipe (nanochat's and modded-nanogpt's ideas, each a
-# GPTConfig switch in model.py) and Muon for the blocks' matrices (optim.py); README "The modern recipe" has what
-# each buys. $ python train.py config/train_shakespeare_char_cpu_modern.py
+# the CPU quickstart's data at nanoGPT's CPU model size (4 x 128) with the modern recipe (nanochat's and
+# modded-nanogpt's ideas, each a GPTConfig switch in model.py) and Muon for the blocks' matrices (optim.py);
+# docs/modern_recipe.md has what each buys. $ python train.py config/train_shakespeare_char_cpu_modern.py
 out_dir = 'out-shakespeare-char-cpu-modern'
 eval_interval = 100
 eval_iters = 20
