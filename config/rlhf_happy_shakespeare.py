@@ -1,9 +1,9 @@
 # HappyGPT (minRLHF's first demo), offline on a CPU: PPO makes the character-level Shakespeare model of the
 # CPU quickstart write cheerful Shakespeare, rewarded by VADER's sentiment score of each completion.
 # $ python data/shakespeare_char/prepare.py && python train.py config/train_shakespeare_char_cpu.py
-# $ python rlhf.py config/rlhf_happy_shakespeare.py           (~10 min of PPO on a 2-core CPU)
+# $ python rlhf.py config/rlhf_happy_shakespeare.py           (minutes of PPO on a 2-core CPU)
 out_dir = 'out-rlhf-happy-shakespeare'
-init_from = 'out-shakespeare-char-cpu'  # the quickstart's model: 4 layers x 128, block 64
+init_from = 'out-shakespeare-char-cpu'  # the quickstart's model: 2 layers x 128, block 64
 reward = 'sentiment'
 
 # prompts: 16 characters of Shakespeare (train split), completed with 48 more: the model's whole context
