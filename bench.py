@@ -131,12 +131,14 @@ def profiled(name, fn, device_type):
 
 
 # What each op of a training step is for, by its name (the first rule that matches wins). The ranges bench.py and
-# torch label (batch loading, clip_grad_norm, the optimizer's step) claim every op inside them first, and a cast
-# claims its copy; a matmul with the vocabulary as one of its dimensions is lm_head's (or its gradient's).
+# torch label (batch loading, clip_grad_norm, the optimizer's step, the chunked loss's autograd Function) claim every
+# op inside them first, and a cast claims its copy; a matmul with the vocabulary as one of its dimensions is
+# lm_head's (or its gradient's).
 STEP_PARTS = [
     ('batch loading', ('batch loading',)),
     ('AdamW (step, zero_grad)', ('Optimizer.',)),
     ('clip_grad_norm', ('clip_grad_norm',)),
+    ('lm_head + loss, chunked (matmul, softmax, cast)', ('ChunkedCrossEntropy',)),  # model.py: a large vocab
     ('autocast casts', ('aten::_to_copy', 'ToCopyBackward')),
     ('attention, SDPA', ('scaled_dot_product', 'flash_attention')),
     ('attention, explicit', ('aten::bmm', 'aten::_softmax', 'aten::masked_fill', 'aten::triu')),
