@@ -1,6 +1,7 @@
 """
 What the hardware does, decided in one place for every script: the device, the precision ('auto' is the
-fastest one that is accurate here), the autocast context, and the peak FLOP/s that MFU is measured against.
+fastest one that is accurate here), the autocast context, the peak FLOP/s that MFU is measured against, and on a
+CPU, that freed memory is kept for reuse (keep_freed_memory).
 
 Precision follows the hardware, not a guess about it. A CPU with native bf16 (avx512_bf16 or AMX on x86,
 bf16 instructions on ARM) trains bf16 autocast several times faster than float32; on a CPU without them
@@ -203,16 +204,39 @@ def enable_tf32():
     torch.backends.cudnn.conv.fp32_precision = 'tf32'
 
 
+# glibc's malloc hands a freed block of 128 KiB or more back to the kernel (munmap, or a trim of its heap's top),
+# so the next tensor of that size takes a page fault on every 4 KiB page it first writes, each page zeroed by the
+# kernel. A training step frees and makes again the same tensors every time (activations, attention scores, the
+# loss's chunks of logits, the gradients): GPT-2 124M's eager bf16 step on a CPU faulted in ~2 GB a step, a quarter
+# of its time (BENCHMARKS.md). Told to keep what is freed, malloc reuses it, as the caching allocators torch's CPU
+# tuning guides preload (jemalloc, tcmalloc) do. The cost: the process's memory stays at its peak until it exits, and
+# the peak is a few % higher (fragmentation; up to 8% at 124M). M_MMAP_THRESHOLD, M_TRIM_THRESHOLD: mallopt's (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory():
+    """Have glibc's malloc keep freed memory for the next allocations instead of returning it to the kernel;
+    whether it did. Left alone: another C library (macOS, Windows; musl's mallopt does nothing), and an environment
+    that sets any of glibc's malloc variables (MALLOC_ARENA_MAX=8, MALLOC_MMAP_THRESHOLD_=..., GLIBC_TUNABLES=...):
+    whoever set one has chosen malloc's behaviour."""
+    if not sys.platform.startswith('linux') or any(n.startswith('MALLOC_') or n == 'GLIBC_TUNABLES' for n in os.environ):
+        return False
+    mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)
+    return bool(mallopt and mallopt(M_MMAP_THRESHOLD, 2**31 - 1) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+
+
 def setup(device='auto', dtype='auto'):
     """Every script's device and precision set-up: resolve both (under torchrun on this rank's own GPU, set as the
-    current device first), turn on TF32 matmuls on CUDA (float32 work then runs on tensor cores), and build the
-    autocast context."""
+    current device first), turn on TF32 matmuls on CUDA (float32 work then runs on tensor cores), keep freed memory
+    for reuse on a CPU (keep_freed_memory), and build the autocast context."""
     device = resolve_device(device)
     device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
     check_device(device, device_type)
     if device_type == 'cuda':
         device = this_ranks_device(device)
         enable_tf32()
+    elif device_type == 'cpu':
+        keep_freed_memory()
     dtype = resolve_dtype(dtype, device_type)
     return Setup(device, device_type, dtype, autocast_context(device_type, dtype), muon_dtype(dtype, device_type))
 

@@ -1,6 +1,7 @@
 """hardware.py: the precision rule for both kinds of CPU (with torch's capability report faked, so the
 result does not depend on the machine running the suite), the warning for an emulated dtype, and a peak
 probe whose work is bounded whatever the kernel's speed."""
+import sys
 import warnings
 from contextlib import nullcontext
 
@@ -9,6 +10,7 @@ import torch
 
 import hardware
 from configurator import UserError
+from conftest import run_script
 
 @pytest.fixture(autouse=True)
 def capability_report(monkeypatch):
@@ -249,3 +251,29 @@ def test_tf32_is_set_through_the_current_api():
         torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = old
     source = open(hardware.__file__).read()
     assert 'allow_tf32 =' not in source and 'allow_tf32=' not in source
+
+
+# A CPU run's set-up has glibc keep freed memory: a tensor made again after a free of the same size takes no page
+# faults (otherwise a 64 MiB tensor, over any mmap threshold glibc picks by itself, is mapped afresh and faults in
+# all its 16,384 pages each time), and an environment that sets malloc's own variables is left as it is. Each case
+# in its own process: mallopt's settings last for the process.
+FAULTS_OF_A_TENSOR_MADE_AGAIN = """
+import resource, sys, torch
+import hardware
+print(hardware.setup('cpu', 'float32').device, hardware.keep_freed_memory())
+faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for i in range(40):  # the first allocations settle the heap; the last 10 are counted
+    if i == 30:
+        start = faults()
+    x = torch.ones(16 * 2**20)  # 64 MiB, every page written
+    del x
+print(faults() - start)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason="mallopt is glibc's: Linux only")
+def test_a_cpu_run_reuses_freed_memory_instead_of_faulting_it_in_again():
+    kept = run_script('-c', FAULTS_OF_A_TENSOR_MADE_AGAIN).stdout.split()
+    assert kept[:2] == ['cpu', 'True'] and int(kept[2]) < 16384, kept  # less than one tensor's pages in 10 makings
+    glibcs = run_script('-c', FAULTS_OF_A_TENSOR_MADE_AGAIN, env={'MALLOC_MMAP_THRESHOLD_': '131072'}).stdout.split()
+    assert glibcs[:2] == ['cpu', 'False'] and int(glibcs[2]) >= 10 * 16384 * 0.9, glibcs
