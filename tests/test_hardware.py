@@ -1,6 +1,6 @@
 """hardware.py: the precision rule for both kinds of CPU (with torch's capability report faked, so the
-result does not depend on the machine running the suite), the warning for an emulated dtype, and a peak
-probe whose work is bounded whatever the kernel's speed."""
+result does not depend on the machine running the suite), the warning for an emulated dtype, a peak
+probe whose work is bounded whatever the kernel's speed, and freed memory kept for reuse on a CPU."""
 import sys
 import warnings
 from contextlib import nullcontext
