@@ -204,14 +204,15 @@ def enable_tf32():
     torch.backends.cudnn.conv.fp32_precision = 'tf32'
 
 
-# glibc's malloc gives freed memory back to the kernel: a large block (from 128 KiB, a threshold it raises up to
-# 32 MiB as blocks are freed) is mapped for itself and unmapped when freed, and its heap's top is trimmed past another
+# glibc's malloc gives freed memory back to the kernel: a large block (from 128 KiB, a threshold it raises up to 32
+# MiB as blocks are freed) is mapped for itself and unmapped when freed, and its heap's top is trimmed past another
 # threshold. The next tensor of that size then takes a page fault on every 4 KiB page it first writes, each page
-# zeroed by the kernel. A training step frees and makes again the same tensors every time (activations, attention scores, the
-# loss's chunks of logits, the gradients): GPT-2 124M's eager bf16 step on a CPU faulted in ~2 GB a step, a quarter
-# of its time (BENCHMARKS.md). Told to keep what is freed, malloc reuses it, as the caching allocators torch's CPU
-# tuning guides preload (jemalloc, tcmalloc) do. The cost: the process's memory stays at its peak until it exits, and
-# the peak is a few % higher (fragmentation; up to 8% at 124M). M_MMAP_THRESHOLD, M_TRIM_THRESHOLD: mallopt's (malloc.h).
+# zeroed by the kernel. A training step frees and makes again the same tensors every time (activations, attention
+# scores, the loss's chunks of logits, the gradients): GPT-2 124M's eager bf16 step on a CPU faulted in ~2 GB a step,
+# a quarter of its time (BENCHMARKS.md). Told to keep what is freed, malloc reuses it, as the caching allocators
+# torch's CPU tuning guides preload (jemalloc, tcmalloc) do. The cost: the process's memory stays at its peak until it
+# exits, and the peak is a few % higher (fragmentation; up to 8% at 124M). M_MMAP_THRESHOLD, M_TRIM_THRESHOLD:
+# mallopt's (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
