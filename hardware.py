@@ -204,8 +204,8 @@ def enable_tf32():
     torch.backends.cudnn.conv.fp32_precision = 'tf32'
 
 
-# glibc's malloc gives freed memory back to the kernel: a large block (from 128 KiB, a threshold it raises up to 32
-# MiB as blocks are freed) is mapped for itself and unmapped when freed, and its heap's top is trimmed past another
+# glibc's malloc gives freed memory back to the kernel: a large block (from 128 KiB, a threshold it raises up to
+# 32 MiB as blocks are freed) is mapped for itself and unmapped when freed, and its heap's top is trimmed past another
 # threshold. The next tensor of that size then takes a page fault on every 4 KiB page it first writes, each page
 # zeroed by the kernel. A training step frees and makes again the same tensors every time (activations, attention
 # scores, the loss's chunks of logits, the gradients): GPT-2 124M's eager bf16 step on a CPU faulted in ~2 GB a step,
@@ -221,7 +221,8 @@ def keep_freed_memory():
     whether it did. Left alone: another C library (macOS, Windows; musl's mallopt does nothing), and an environment
     that sets any of glibc's malloc variables (MALLOC_ARENA_MAX=8, MALLOC_MMAP_THRESHOLD_=..., GLIBC_TUNABLES=...):
     whoever set one has chosen malloc's behaviour."""
-    if not sys.platform.startswith('linux') or any(n.startswith('MALLOC_') or n == 'GLIBC_TUNABLES' for n in os.environ):
+    chosen = any(name.startswith('MALLOC_') or name == 'GLIBC_TUNABLES' for name in os.environ)
+    if chosen or not sys.platform.startswith('linux'):
         return False
     mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)
     return bool(mallopt and mallopt(M_MMAP_THRESHOLD, 2**31 - 1) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
