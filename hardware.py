@@ -211,21 +211,25 @@ def enable_tf32():
 # scores, the loss's chunks of logits, the gradients): GPT-2 124M's eager bf16 step on a CPU faulted in ~2 GB a step,
 # a quarter of its time (BENCHMARKS.md). Told to keep what is freed, malloc reuses it, as the caching allocators
 # torch's CPU tuning guides preload (jemalloc, tcmalloc) do. The cost: the process's memory stays at its peak until it
-# exits, and the peak is a few % higher (fragmentation; up to 8% at 124M). M_MMAP_THRESHOLD, M_TRIM_THRESHOLD:
-# mallopt's (malloc.h).
+# exits, and the peak is higher: 0-8% in the training steps measured, more where tensor sizes vary from step to step
+# (a freed block is reused only by a request that fits it), and FSDP on a CPU keeps much of what it would free
+# (docs/fsdp.md). M_MMAP_THRESHOLD, M_TRIM_THRESHOLD: mallopt's parameters (malloc.h). Some glibc versions refuse an
+# mmap threshold over 32 MiB (half their HEAP_MAX_SIZE): there, blocks of up to 32 MiB are kept.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
 def keep_freed_memory():
     """Have glibc's malloc keep freed memory for the next allocations instead of returning it to the kernel;
     whether it did. Left alone: another C library (macOS, Windows; musl's mallopt does nothing), and an environment
-    that sets any of glibc's malloc variables (MALLOC_ARENA_MAX=8, MALLOC_MMAP_THRESHOLD_=..., GLIBC_TUNABLES=...):
-    whoever set one has chosen malloc's behaviour."""
-    chosen = any(name.startswith('MALLOC_') or name == 'GLIBC_TUNABLES' for name in os.environ)
-    if chosen or not sys.platform.startswith('linux'):
+    that sets any of glibc's malloc variables (MALLOC_ARENA_MAX=8, MALLOC_MMAP_THRESHOLD_=..., a glibc.malloc tunable
+    in GLIBC_TUNABLES): whoever set one has chosen malloc's behaviour."""
+    chosen = any(name.startswith('MALLOC_') for name in os.environ) or 'glibc.malloc.' in os.environ.get(
+        'GLIBC_TUNABLES', '')
+    mallopt = None if chosen or not sys.platform.startswith('linux') else getattr(ctypes.CDLL(None), 'mallopt', None)
+    if mallopt is None:
         return False
-    mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)
-    return bool(mallopt and mallopt(M_MMAP_THRESHOLD, 2**31 - 1) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    kept = mallopt(M_MMAP_THRESHOLD, 2**31 - 1) or mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # (where refused)
+    return bool(kept and mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def setup(device='auto', dtype='auto'):
