@@ -223,9 +223,8 @@ def keep_freed_memory():
     whether it did. Left alone: another C library (macOS, Windows; musl's mallopt does nothing), and an environment
     that sets any of glibc's malloc variables (MALLOC_ARENA_MAX=8, MALLOC_MMAP_THRESHOLD_=..., a glibc.malloc tunable
     in GLIBC_TUNABLES): whoever set one has chosen malloc's behaviour."""
-    chosen = any(name.startswith('MALLOC_') for name in os.environ) or 'glibc.malloc.' in os.environ.get(
-        'GLIBC_TUNABLES', '')
-    mallopt = None if chosen or not sys.platform.startswith('linux') else getattr(ctypes.CDLL(None), 'mallopt', None)
+    chosen = 'glibc.malloc.' in os.environ.get('GLIBC_TUNABLES', '') or any(n.startswith('MALLOC_') for n in os.environ)
+    mallopt = getattr(ctypes.CDLL(None), 'mallopt', None) if sys.platform.startswith('linux') and not chosen else None
     if mallopt is None:
         return False
     kept = mallopt(M_MMAP_THRESHOLD, 2**31 - 1) or mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # (where refused)
