@@ -544,7 +544,7 @@ if __name__ == '__main__':
         sys.exit(0)
     if parallelism not in ('ddp', 'fsdp'):
         raise UserError(f"parallelism must be 'ddp' or 'fsdp', got '{parallelism}'")
-    hw = hardware.setup(device, dtype)
+    hw = hardware.setup(device, dtype, keep_freed=parallelism != 'fsdp')  # as train.py
     device_type, dtype, ctx = hw.device_type, hw.dtype, hw.ctx
     rank, _, world_size, device = hardware.init_distributed(hw.device, backend)  # one process: 0, 0, 1
     if world_size > 1 and mode != 'train':

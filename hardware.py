@@ -213,28 +213,34 @@ def enable_tf32():
 # torch's CPU tuning guides preload (jemalloc, tcmalloc) do. The cost: the process's memory stays at its peak until it
 # exits, and the peak is higher: 0-8% in the training steps measured, more where tensor sizes vary from step to step
 # (a freed block is reused only by a request that fits it), and FSDP on a CPU keeps much of what it would free
-# (docs/fsdp.md). M_MMAP_THRESHOLD, M_TRIM_THRESHOLD: mallopt's parameters (malloc.h). Some glibc versions refuse an
-# mmap threshold over 32 MiB (half their HEAP_MAX_SIZE): there, blocks of up to 32 MiB are kept.
+# (docs/fsdp.md). So an FSDP run, which is sharded for its memory, does the opposite: blocks of 4 MiB and up are
+# mapped for themselves and given back when freed, and each process's peak is what its shards and one layer's
+# gathered weights need at once. M_MMAP_THRESHOLD, M_TRIM_THRESHOLD: mallopt's parameters (malloc.h). Some glibc
+# versions refuse an mmap threshold over 32 MiB (half their HEAP_MAX_SIZE): there, blocks of up to 32 MiB are kept.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+RETURNED_FROM = 4 * 2**20  # with keep=False, the size from which freed blocks go back to the kernel
 
 
-def keep_freed_memory():
-    """Have glibc's malloc keep freed memory for the next allocations instead of returning it to the kernel;
-    whether it did. Left alone: another C library (macOS, Windows; musl's mallopt does nothing), and an environment
-    that sets any of glibc's malloc variables (MALLOC_ARENA_MAX=8, MALLOC_MMAP_THRESHOLD_=..., a glibc.malloc tunable
-    in GLIBC_TUNABLES): whoever set one has chosen malloc's behaviour."""
+def keep_freed_memory(keep=True):
+    """Have glibc's malloc keep freed memory for the next allocations instead of returning it to the kernel, or
+    with keep=False give back every freed block of RETURNED_FROM bytes and up; whether it did. Left alone: another C
+    library (macOS, Windows; musl's mallopt does nothing), and an environment that sets any of glibc's malloc
+    variables (MALLOC_ARENA_MAX=8, MALLOC_MMAP_THRESHOLD_=..., a glibc.malloc tunable in GLIBC_TUNABLES): whoever
+    set one has chosen malloc's behaviour."""
     chosen = 'glibc.malloc.' in os.environ.get('GLIBC_TUNABLES', '') or any(n.startswith('MALLOC_') for n in os.environ)
     mallopt = getattr(ctypes.CDLL(None), 'mallopt', None) if sys.platform.startswith('linux') and not chosen else None
     if mallopt is None:
         return False
+    if not keep:
+        return bool(mallopt(M_MMAP_THRESHOLD, RETURNED_FROM))
     kept = mallopt(M_MMAP_THRESHOLD, 2**31 - 1) or mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # (where refused)
     return bool(kept and mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def setup(device='auto', dtype='auto'):
+def setup(device='auto', dtype='auto', keep_freed=True):
     """Every script's device and precision set-up: resolve both (under torchrun on this rank's own GPU, set as the
     current device first), turn on TF32 matmuls on CUDA (float32 work then runs on tensor cores), keep freed memory
-    for reuse on a CPU (keep_freed_memory), and build the autocast context."""
+    for reuse on a CPU, or give it back (keep_freed=False: FSDP; keep_freed_memory), and build the autocast context."""
     device = resolve_device(device)
     device_type = 'cuda' if 'cuda' in device else device.split(':')[0]
     check_device(device, device_type)
@@ -242,7 +248,7 @@ def setup(device='auto', dtype='auto'):
         device = this_ranks_device(device)
         enable_tf32()
     elif device_type == 'cpu':
-        keep_freed_memory()
+        keep_freed_memory(keep_freed)
     dtype = resolve_dtype(dtype, device_type)
     return Setup(device, device_type, dtype, autocast_context(device_type, dtype), muon_dtype(dtype, device_type))
 

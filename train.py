@@ -145,7 +145,7 @@ sharded_resume = newest_is_sharded(out_dir) if init_from == 'resume' else None  
 every_rank_saves = fsdp or checkpoint_format == 'sharded'  # a gathering or sharded save takes every rank
 if fsdp or every_rank_saves or sharded_resume:
     import sharding  # only here: torch.distributed.checkpoint and fsdp add a second to every start-up
-hw = hardware.setup(device, dtype)  # dtype 'auto' becomes what this hardware runs fastest and accurately
+hw = hardware.setup(device, dtype, keep_freed=not fsdp)  # dtype 'auto': what this hardware runs fastest and accurately
 device_type, dtype, ctx = hw.device_type, hw.dtype, hw.ctx
 # in float32 on a CPU torch.compile ran no faster than eager, at the quickstart's size and at GPT-2 124M's, after a
 # cold compile of ~30 s (BENCHMARKS.md; in bf16 it took 16-23% off GPT-2 124M's step): there the default is eager,

@@ -110,15 +110,16 @@ def test_fsdp_initial_weights_are_a_single_process_runs(shakespeare_char, tmp_pa
 def test_fsdp_peak_rss_per_rank_is_below_ddps_for_a_124m_model():
     # GPT-2 small's shape (12 x 768, 50304 tokens: 124M parameters), 1 step of a 1 x 64 batch, 2 gloo processes.
     # DDP holds weights, gradients, AdamW's moments and its buckets whole on each rank (~2.5 GiB); FSDP, built on
-    # the meta device, 1/2 of the state. glibc is told to give allocations of 4 MiB and up back to the system
-    # when freed, so that the peak RSS is what the tensors needed, not what its heap kept from earlier ones.
+    # the meta device, 1/2 of the state. An FSDP run on a CPU has glibc give freed blocks of 4 MiB and up back to the
+    # system (hardware.keep_freed_memory(keep=False)), so that its peak RSS is what its tensors needed at once, not
+    # what a heap kept from earlier ones: nothing in the environment is set here.
     def peaks(parallelism):
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'bench.py',
                '--mode=train', f'--parallelism={parallelism}', '--n_layer=12', '--n_head=12', '--n_embd=768',
                '--vocab_size=50304', '--block_size=64', '--batch_size=1', '--warmup_steps=0', '--num_steps=1',
                '--device=cpu', '--dtype=float32', '--compile=False', '--peak_matmul_size=64', '--peak_repeats=1']
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                              env=script_env({'MALLOC_MMAP_THRESHOLD_': str(4 * 2**20)}))
+        env = {k: v for k, v in script_env().items() if not k.startswith('MALLOC_') and k != 'GLIBC_TUNABLES'}
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         line = next(x for x in proc.stdout.splitlines() if x.startswith('train: peak memory per process'))
         return [float(x.replace(',', '')) for x in line.split(': ')[-1].removesuffix(' MiB').split(', ')]  # 2,728
