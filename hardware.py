@@ -1,7 +1,7 @@
 """
 What the hardware does, decided in one place for every script: the device, the precision ('auto' is the
 fastest one that is accurate here), the autocast context, the peak FLOP/s that MFU is measured against, and on a
-CPU, that freed memory is kept for reuse (keep_freed_memory).
+CPU, whether freed memory is kept for reuse or, under FSDP, given back (keep_freed_memory).
 
 Precision follows the hardware, not a guess about it. A CPU with native bf16 (avx512_bf16 or AMX on x86,
 bf16 instructions on ARM) trains bf16 autocast several times faster than float32; on a CPU without them
