@@ -26,6 +26,14 @@ def script_env(extra=None):
     return {**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '1', **(extra or {})}
 
 
+def script_env_without_malloc_settings(extra=None):
+    """script_env with none of the runner's glibc malloc variables (MALLOC_*, GLIBC_TUNABLES), which would make
+    hardware.keep_freed_memory step aside: scripts then set malloc up as they would on a user's machine. extra's
+    own variables stay."""
+    return {k: v for k, v in script_env(extra).items()
+            if k in (extra or {}) or not (k.startswith('MALLOC_') or k == 'GLIBC_TUNABLES')}
+
+
 @pytest.fixture(params=['native', 'emulated'])
 def cpu_kind(request, monkeypatch):
     """Runs a test twice, as on a CPU with native bf16 (Zen 4, Sapphire Rapids) and as on one that emulates it

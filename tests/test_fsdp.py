@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, assert_one_line_error, run_script, script_env
+from conftest import REPO, assert_one_line_error, run_script, script_env, script_env_without_malloc_settings
 from test_train import TINY, assert_same_weights, evals, train
 
 FSDP = ['--parallelism=fsdp']
@@ -118,8 +118,8 @@ def test_fsdp_peak_rss_per_rank_is_below_ddps_for_a_124m_model():
                '--mode=train', f'--parallelism={parallelism}', '--n_layer=12', '--n_head=12', '--n_embd=768',
                '--vocab_size=50304', '--block_size=64', '--batch_size=1', '--warmup_steps=0', '--num_steps=1',
                '--device=cpu', '--dtype=float32', '--compile=False', '--peak_matmul_size=64', '--peak_repeats=1']
-        env = {k: v for k, v in script_env().items() if not k.startswith('MALLOC_') and k != 'GLIBC_TUNABLES'}
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env=script_env_without_malloc_settings())
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         line = next(x for x in proc.stdout.splitlines() if x.startswith('train: peak memory per process'))
         return [float(x.replace(',', '')) for x in line.split(': ')[-1].removesuffix(' MiB').split(', ')]  # 2,728

@@ -12,7 +12,7 @@ import torch
 
 import hardware
 from configurator import UserError
-from conftest import REPO, script_env
+from conftest import REPO, script_env_without_malloc_settings
 
 @pytest.fixture(autouse=True)
 def capability_report(monkeypatch):
@@ -279,10 +279,8 @@ print(faults() - start, ctypes.CDLL(None).mallopt(hardware.M_MMAP_THRESHOLD, 2**
                     reason="mallopt's settings are glibc's")
 def test_a_cpu_run_reuses_freed_memory_instead_of_faulting_it_in_again():
     def faults(**malloc):
-        env = {k: v for k, v in script_env(malloc).items() if not k.startswith('MALLOC_') or k in malloc}
-        env.pop('GLIBC_TUNABLES', None)
         proc = subprocess.run([sys.executable, '-c', FAULTS_OF_A_TENSOR_MADE_AGAIN], cwd=REPO, capture_output=True,
-                              text=True, timeout=120, env=env)
+                              text=True, timeout=120, env=script_env_without_malloc_settings(malloc))
         assert proc.returncode == 0, proc.stderr[-2000:]
         count, accepted = proc.stdout.split()
         if accepted != '1':
